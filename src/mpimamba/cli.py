@@ -1,0 +1,108 @@
+"""The `mpimamba` command: simulate, train, evaluate, calibrate, demo, info.
+
+Each subcommand has an `_add_<name>(subparsers)` that declares its arguments and a `_run_<name>(args)`
+that imports the work lazily (so `mpimamba --help` stays fast) and calls into the library.
+User errors (bad paths, bad values) are raised as `CLIError` or ValueError/FileNotFoundError and
+printed as one line, exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+class CLIError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a simulated paired dataset OUT/{train,val,test}/{lq,gt}")
+    p.add_argument("out", type=Path)
+    p.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args) -> None:
+    raise CLIError("simulate is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a method on a paired folder dataset or on simulated pairs")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> None:
+    raise CLIError("train is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score trained models on a dataset split; tables and figures")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> None:
+    raise CLIError("evaluate is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="restore MPI images (files or folders) with a trained model")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> None:
+    raise CLIError("calibrate is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="simulate unseen phantoms, calibrate them with the shipped model, write a figure")
+    p.add_argument("out", type=Path)
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> None:
+    raise CLIError("demo is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------- info
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="version, devices and available selective-scan backends")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args) -> None:
+    import torch
+
+    print(f"mpimamba {__version__}")
+    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpimamba", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mpimamba {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_simulate, _add_train, _add_evaluate, _add_calibrate, _add_demo, _add_info):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"mpimamba {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Image files, paired folder datasets, the simulated stream, patches and augmentations."""

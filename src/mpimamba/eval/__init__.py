@@ -1,0 +1,1 @@
+"""Metrics (PSNR, SSIM, nRMSE), evaluation tables and figures."""

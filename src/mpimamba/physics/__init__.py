@@ -1,0 +1,1 @@
+"""MPI physics: Langevin magnetisation, the x-space PSF model, the time-domain simulator, phantoms."""

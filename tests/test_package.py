@@ -1,0 +1,34 @@
+import json
+
+import pytest
+import torch
+
+from mpimamba.cli import main
+from mpimamba.models import Restorer
+from mpimamba.models.base import pad_to_multiple
+
+
+def test_info_runs(capsys):
+    assert main(["info"]) == 0
+    assert "mpimamba" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (2, 3), (64, 64)])
+def test_pad_to_multiple(h, w):
+    x = torch.randn(1, 1, h, w)
+    xp, size = pad_to_multiple(x, 8)
+    assert size == (h, w)
+    assert xp.shape[-2] % 8 == 0 and xp.shape[-1] % 8 == 0
+    assert torch.equal(xp[..., :h, :w], x)
+
+
+def test_restorer_crops_back():
+    class Twice(Restorer):
+        size_multiple = 16
+
+        def restore(self, x):
+            assert x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0
+            return 2 * x
+
+    x = torch.randn(2, 1, 37, 53)
+    assert torch.equal(Twice()(x), 2 * x)
