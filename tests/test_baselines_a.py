@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mpimamba.models import build, count_parameters
 
-METHODS = ["nafnet", "aepnet"]
+METHODS = ["nafnet", "aepnet", "fds"]
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
