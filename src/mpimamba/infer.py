@@ -1,0 +1,120 @@
+"""Run a trained network on one image of any size, in bounded memory.
+
+Small images go through the network whole. Larger ones are cut into overlapping `tile` x `tile` tiles
+(the last tile in each row/column sits flush with the image edge), run in batches, and blended: each tile
+is weighted by a window that is 0 within overlap/4 of an edge it shares with a neighbour, rises as a
+raised cosine over the middle half of the overlap, and is 1 elsewhere (and up to the image border); the
+blend divides by the summed weights. Pixels a tile sees too close to its cut edge therefore never count,
+so where the network's receptive-field radius is below overlap/4 the tiled result equals the whole-image
+result (to float rounding); for larger receptive fields the cosine ramp hides the seams.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models.base import Restorer
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = WEIGHTS_DIR / "mpi_mamba_small.safetensors"
+AUTO_TILE = 256  # tile used when `tile=None` and the image is larger than WHOLE_MAX
+WHOLE_MAX = 512  # images up to this many pixels per side go through whole when `tile=None`
+
+
+def default_model_path() -> Path:
+    """The shipped MPI-Mamba (small) weights; raises FileNotFoundError until the lead has trained them."""
+    if not DEFAULT_MODEL.is_file():
+        raise FileNotFoundError(
+            f"the shipped model {DEFAULT_MODEL} is not installed (it is trained and added by the maintainers); "
+            "pass --model PATH to use your own checkpoint"
+        )
+    return DEFAULT_MODEL
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of `tile` overlapping by at least `overlap`."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def edge_window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D weights of one tile: 0 / raised-cosine / 1 ramps at edges shared with a neighbour, 1 at image borders."""
+    w = np.ones(size, dtype=np.float64)
+    quarter, half = overlap // 4, overlap - 2 * (overlap // 4)
+    t = (np.arange(half) + 0.5) / half
+    ramp = np.concatenate([np.zeros(quarter), 0.5 - 0.5 * np.cos(np.pi * t)])  # (quarter + half,)
+    if not at_start:
+        w[: ramp.size] = ramp
+    if not at_end:
+        w[size - ramp.size :] = np.minimum(w[size - ramp.size :], ramp[::-1])
+    return w
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _run(model: Restorer, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    x = torch.from_numpy(batch)[:, None].to(device)  # (B, 1, h, w)
+    return model(x)[:, 0].float().cpu().numpy()  # (B, h, w)
+
+
+@torch.no_grad()
+def restore(
+    model: Restorer,
+    image: np.ndarray,
+    tile: int | None = None,
+    overlap: int = 32,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Restore one (H, W) image in [0, 1] with `model` (run in eval mode); returns float32 (H, W).
+
+    `tile=None` runs images up to WHOLE_MAX per side whole and larger ones in AUTO_TILE tiles; an explicit
+    `tile` tiles any image larger than it. `device=None` uses the model's device; otherwise the model is
+    moved there.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"expected an (H, W) image, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or infinite values")
+    if tile is None:
+        tile = AUTO_TILE if max(image.shape) > WHOLE_MAX else max(image.shape)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        return _restore_tiled(model, image, tile, overlap, device, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def _restore_tiled(model, image, tile, overlap, device, batch_size) -> np.ndarray:
+    h, w = image.shape
+    th, tw = min(tile, h), min(tile, w)
+    zs, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    if len(zs) == 1 and len(xs) == 1:
+        return _run(model, image[None], device)[0]
+    out = np.zeros((h, w), dtype=np.float64)
+    weight = np.zeros((h, w), dtype=np.float64)
+    boxes = [(z, x) for z in zs for x in xs]
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i : i + batch_size]
+        preds = _run(model, np.stack([image[z : z + th, x : x + tw] for z, x in chunk]), device)  # (b, th, tw)
+        for (z, x), pred in zip(chunk, preds):
+            wz = edge_window(th, overlap, z == 0, z + th == h)
+            wx = edge_window(tw, overlap, x == 0, x + tw == w)
+            win = wz[:, None] * wx[None, :]  # (th, tw)
+            out[z : z + th, x : x + tw] += win * pred
+            weight[z : z + th, x : x + tw] += win
+    return (out / weight).astype(np.float32)

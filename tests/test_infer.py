@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mpimamba import infer
+from mpimamba.infer import default_model_path, edge_window, restore
+from mpimamba.models import Restorer
+
+
+class SmallConv(Restorer):
+    """Three 3x3 convolutions: receptive-field radius 3 pixels."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1),
+                                 nn.GELU(), nn.Conv2d(width, 1, 3, padding=1))
+        self.largest_input = (0, 0)
+
+    def restore(self, x):
+        self.largest_input = max(self.largest_input, tuple(x.shape[-2:]))
+        return x + self.net(x)
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((100, 130), 48, 16), ((77, 200), 64, 32), ((50, 300), 64, 13)])
+def test_tiled_equals_whole_image(rng, shape, tile, overlap):
+    model = SmallConv().eval()
+    image = rng.random(shape).astype(np.float32)
+    whole = model(torch.from_numpy(image)[None, None])[0, 0].detach().numpy()
+    model.largest_input = (0, 0)
+    tiled = restore(model, image, tile=tile, overlap=overlap, batch_size=3)
+    assert model.largest_input[0] <= tile and model.largest_input[1] <= tile
+    assert tiled.dtype == np.float32 and tiled.shape == shape
+    assert np.abs(tiled - whole).max() < 1e-4
+    # a receptive field wider than the zero band: seams appear, so the test above is not vacuous
+    blurry = restore(model, image, tile=tile, overlap=4)
+    assert np.abs(blurry - whole).max() > 1e-4
+
+
+def test_window_weights_cover_and_vanish_at_cuts():
+    w = edge_window(64, 32, at_start=False, at_end=True)
+    assert np.all(w[:8] == 0) and np.all(w[32:] == 1) and np.all(np.diff(w[:32]) >= 0)
+    assert np.all(edge_window(64, 32, True, True) == 1)
+
+
+def test_large_image_runs_in_tiles(rng):
+    model = SmallConv(width=1)
+    image = rng.random((2048, 2048), dtype=np.float32)
+    out = restore(model, image)  # tile=None: automatic tiling above 512 pixels per side
+    assert out.shape == (2048, 2048) and np.all(np.isfinite(out))
+    assert model.largest_input == (infer.AUTO_TILE, infer.AUTO_TILE)
+    assert model.training  # restore ran in eval mode and gave the mode back
+
+
+def test_bad_inputs(rng):
+    model = SmallConv()
+    with pytest.raises(ValueError, match="NaN"):
+        restore(model, np.full((8, 8), np.nan))
+    with pytest.raises(ValueError, match="H, W"):
+        restore(model, np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match="overlap"):
+        restore(model, np.zeros((80, 80)), tile=32, overlap=32)
+
+
+def test_default_model_path_explains_when_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(infer, "DEFAULT_MODEL", tmp_path / "mpi_mamba_small.safetensors")
+    with pytest.raises(FileNotFoundError, match="--model"):
+        default_model_path()
