@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mpimamba.models import build, count_parameters
 
-METHODS = ["nafnet", "aepnet", "fds"]
+METHODS = ["nafnet", "aepnet", "fds", "sfm"]
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -101,3 +101,20 @@ def test_aepnet_sobel_differentiates_a_ramp():
     assert grad.shape == (1, 2, 7, 9)
     assert torch.allclose(grad[:, 0], torch.full_like(grad[:, 0], 0.3), atol=1e-6)
     assert torch.allclose(grad[:, 1], torch.full_like(grad[:, 1], -0.2), atol=1e-6)
+
+
+def test_sfm_branches_local_and_global():
+    from mpimamba.models.baselines.sfm import FourierUnit, WindowAttention
+
+    x = torch.randn(1, 8, 16, 16)
+    bumped = x.clone()
+    bumped[..., 2, 3] += 1.0  # a change inside the top-left 4×4 window only
+    with torch.no_grad():
+        attn = WindowAttention(8, heads=2, window=4)
+        delta = (attn(bumped) - attn(x)).abs().sum(dim=1)[0]  # (16, 16)
+        assert delta[:4, :4].max() > 1e-4  # the window that changed responds...
+        delta[:4, :4] = 0
+        assert delta.max() < 1e-6  # ...and no other window does
+        fourier = FourierUnit(8)
+        far = (fourier(bumped) - fourier(x)).abs().sum(dim=1)[0]
+        assert far[8:, 8:].min() > 1e-6  # the spectral branch reaches every pixel
