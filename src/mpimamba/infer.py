@@ -56,6 +56,16 @@ def edge_window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.nda
     return w
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/"auto" -> CUDA when available, else CPU; a requested CUDA device must exist."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return device
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -88,7 +98,9 @@ def restore(
         raise ValueError("image contains NaN or infinite values")
     if tile is None:
         tile = AUTO_TILE if max(image.shape) > WHOLE_MAX else max(image.shape)
-    if not 0 <= overlap < tile:
+    if tile < 1:
+        raise ValueError(f"tile must be a positive size, got {tile}")
+    if max(image.shape) > tile and not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
     device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training

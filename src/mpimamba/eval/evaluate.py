@@ -1,0 +1,171 @@
+"""Score trained models on a dataset split: per-image scores, a per-method table, figures.
+
+    OUT/scores.csv          one row per (image, model): psnr, ssim, nrmse; model "input" = the input itself
+    OUT/table.csv, .md      per method label: the mean over images of each checkpoint, then mean ± std
+                            (sample std) over the checkpoints sharing the label (e.g. trained with different
+                            seeds); std is empty for a single checkpoint
+    OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
+    OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
+
+A checkpoint's label is the "label" key of its JSON config if present, else its method name. Images are
+scored as they are on disk (the dataset is in [0, 1]); `convention` picks DESIGN §5's metrics ("ours",
+the default, used in our tables) or the authors' 8-bit variant ("authors").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.paired import PairedFolder
+from ..fileutil import write_text_atomic
+from ..infer import resolve_device, restore
+from ..models.checkpoint import load_model, read_model_config
+from .figures import save_comparison, save_grid
+from .metrics import CONVENTIONS, scores
+
+METRICS = ("psnr", "ssim", "nrmse")
+INPUT = "input"
+GRID_IMAGES = 4
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    label: str
+    name: str  # unique per evaluation: the label, or label-2, label-3, ... when labels repeat
+
+
+def _checkpoints(paths: list[str | Path]) -> list[Checkpoint]:
+    out: list[Checkpoint] = []
+    seen: dict[str, int] = defaultdict(int)
+    for p in paths:
+        path = Path(p)
+        if not path.exists() and not path.with_suffix(".safetensors").exists():
+            raise FileNotFoundError(f"checkpoint {path} not found (a .safetensors file or a run folder)")
+        cfg = read_model_config(path)
+        label = str(cfg.get("label") or cfg["method"])
+        if label == INPUT:
+            raise ValueError(f"checkpoint {path}: the label {INPUT!r} is reserved for the input row")
+        seen[label] += 1
+        out.append(Checkpoint(path, label, label if seen[label] == 1 else f"{label}-{seen[label]}"))
+    return out
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def summarise(per_image: list[dict]) -> list[dict]:
+    """Per-image rows -> per-label rows: mean over images per checkpoint, then mean and std over checkpoints."""
+    per_model: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in per_image:
+        for m in METRICS:
+            per_model[(row["label"], row["model"])][m].append(row[m])
+    by_label: dict[str, list[dict[str, float]]] = defaultdict(list)
+    n_images: dict[str, int] = {}
+    for (label, _), values in per_model.items():
+        by_label[label].append({m: float(np.mean(v)) for m, v in values.items()})
+        n_images[label] = len(values["psnr"])
+    table = []
+    for label, means in by_label.items():
+        row: dict = {"method": label, "checkpoints": len(means), "images": n_images[label]}
+        for m in METRICS:
+            v = np.array([x[m] for x in means])
+            row[f"{m}_mean"] = float(v.mean())
+            row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else ""
+        table.append(row)
+    return table
+
+
+def _markdown(table: list[dict], convention: str, split: str) -> str:
+    def cell(row, m, digits):
+        std = row[f"{m}_std"]
+        return f"{row[f'{m}_mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
+
+    lines = [
+        f"Split: {split}. Metrics: {convention} convention (DESIGN §5). Mean over test images; "
+        "± = standard deviation over checkpoints (seeds) sharing a method label.",
+        "",
+        "| Method | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | checkpoints | images |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        lines.append(
+            f"| {row['method']} | {cell(row, 'psnr', 2)} | {cell(row, 'ssim', 4)} | {cell(row, 'nrmse', 4)} "
+            f"| {row['checkpoints']} | {row['images']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    models: list[str | Path],
+    data_root: str | Path,
+    split: str = "test",
+    out: str | Path = "report",
+    convention: str = "ours",
+    tile: int | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    figures: bool = True,
+) -> list[dict]:
+    """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    if not models:
+        raise ValueError("evaluate needs at least one checkpoint")
+    out = Path(out)
+    outputs = [out / "scores.csv", out / "table.csv", out / "table.md", *([out / "figures"] if figures else [])]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace the report")
+    checkpoints = _checkpoints(models)
+    dataset = PairedFolder(data_root, split)
+    device = resolve_device(device)
+
+    rows: list[dict] = []
+    grid: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
+    first_of_label = {c.label: c.name for c in reversed(checkpoints)}
+
+    def record(model_name: str, label: str, checkpoint: str, name: str, result: np.ndarray, gt: np.ndarray):
+        s = scores(result, gt, convention)
+        rows.append({"image": name, "model": model_name, "label": label, "checkpoint": checkpoint,
+                     **{m: float(s[m]) for m in METRICS}})
+
+    for i, name in enumerate(dataset.names):  # the reference line: the input scored against the target
+        lq, gt = dataset.read_pair(i)
+        record(INPUT, INPUT, "", name, lq, gt)
+    bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
+    for ckpt in checkpoints:
+        model = load_model(ckpt.path, map_location=device)
+        for i, name in enumerate(dataset.names):
+            lq, gt = dataset.read_pair(i)
+            restored = restore(model, lq, tile=tile, device=device)
+            record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt)
+            if figures:
+                save_comparison(out / "figures" / ckpt.name / f"{name}.png", lq, restored, gt,
+                                title=f"{ckpt.name}: {name}", overwrite=overwrite)
+                if i < GRID_IMAGES and first_of_label[ckpt.label] == ckpt.name:
+                    grid.setdefault(name, (lq, {}, gt))[1][ckpt.label] = restored
+            bar.update()
+        del model
+    bar.close()
+
+    columns = ["image", "model", "label", "checkpoint", *METRICS]
+    write_text_atomic(out / "scores.csv", _csv(rows, columns))
+    table = summarise(rows)
+    write_text_atomic(out / "table.csv", _csv(table, list(table[0])))
+    write_text_atomic(out / "table.md", _markdown(table, convention, split))
+    if figures and grid:
+        save_grid(out / "figures" / "grid.png", [(n, lq, o, gt) for n, (lq, o, gt) in grid.items()], overwrite=overwrite)
+    return table

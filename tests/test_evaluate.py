@@ -1,0 +1,143 @@
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+from mpimamba import infer
+from mpimamba.calibrate import calibrate_image
+from mpimamba.cli import main
+from mpimamba.data.io import read_image, write_image
+from mpimamba.eval.figures import save_comparison, save_grid
+from mpimamba.infer import restore
+from mpimamba.models import build, load_model, save_model
+
+
+def blobs(rng, shape=(24, 28)):
+    zz, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    cz, cx = rng.uniform(6, shape[0] - 6), rng.uniform(6, shape[1] - 6)
+    return np.exp(-((zz - cz) ** 2) / 30 - ((xx - cx) ** 2) / 12).astype(np.float32)
+
+
+@pytest.fixture
+def dataset(tmp_path, rng):
+    root = tmp_path / "data"
+    for name, suffix in (("p0", ".npy"), ("p1", ".tif")):
+        gt = blobs(rng)
+        lq = np.clip(gt + 0.05 * rng.standard_normal(gt.shape), 0, 1).astype(np.float32)
+        write_image(root / "test" / "gt" / f"{name}{suffix}", gt)
+        write_image(root / "test" / "lq" / f"{name}{suffix}", lq)
+    return root
+
+
+def checkpoint(path, method, label=None, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    return save_model(build(method, "tiny"), path, extra={"label": label} if label else None)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_figures_are_pngs(tmp_path, rng):
+    a, b, c = blobs(rng), blobs(rng), blobs(rng)
+    path = save_comparison(tmp_path / "one.png", a, b, c, title="x")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > 2 * img.height  # four panels side by side
+    with pytest.raises(FileExistsError):
+        save_comparison(path, a, b, c)
+    grid = save_grid(tmp_path / "grid.png", [("i0", a, {"m1": b, "m2": c}, a), ("i1", b, {"m1": a, "m2": c}, b)])
+    with Image.open(grid) as img:
+        assert img.height > img.width / 2  # 4 rows (2 images + their error maps) of 4 columns
+
+
+def test_evaluate_writes_tables_scores_and_figures(tmp_path, dataset):
+    run1, run2 = tmp_path / "run1", tmp_path / "run2"
+    checkpoint(run1 / "model", "nafnet", label="naf", seed=1)
+    checkpoint(run2 / "model", "nafnet", label="naf", seed=2)
+    other = checkpoint(tmp_path / "ckpt" / "aep", "aepnet")
+    report = tmp_path / "report"
+    argv = ["evaluate", str(run1), str(run2), str(other), "--data", str(dataset), "--out", str(report), "--device", "cpu"]
+    assert main(argv) == 0
+
+    scores = read_csv(report / "scores.csv")
+    assert len(scores) == 2 * 4  # 2 images x (input + 3 checkpoints)
+    assert {r["model"] for r in scores} == {"input", "naf", "naf-2", "aepnet"}
+    # the input row is the input scored against the target
+    lq, gt = read_image(dataset / "test/lq/p1.tif"), read_image(dataset / "test/gt/p1.tif")
+    row = next(r for r in scores if r["model"] == "input" and r["image"] == "p1")
+    assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, lq, data_range=1), abs=1e-4)
+    # a model row is that checkpoint's restoration scored against the target
+    restored = restore(load_model(run2), lq)
+    row = next(r for r in scores if r["model"] == "naf-2" and r["image"] == "p1")
+    assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, restored, data_range=1), abs=1e-4)
+
+    table = {r["method"]: r for r in read_csv(report / "table.csv")}
+    assert set(table) == {"input", "naf", "aepnet"}
+    per_ckpt = [np.mean([float(r["ssim"]) for r in scores if r["model"] == m]) for m in ("naf", "naf-2")]
+    assert float(table["naf"]["ssim_mean"]) == pytest.approx(np.mean(per_ckpt))
+    assert float(table["naf"]["ssim_std"]) == pytest.approx(np.std(per_ckpt, ddof=1))
+    assert table["naf"]["checkpoints"] == "2" and table["aepnet"]["ssim_std"] == ""
+    md = (report / "table.md").read_text()
+    assert "| naf |" in md and "±" in md and "ours convention" in md
+    for png in (report / "figures/naf/p0.png", report / "figures/naf-2/p1.png", report / "figures/grid.png"):
+        with Image.open(png) as img:
+            assert img.format == "PNG"
+
+    assert main(argv) == 2  # refuses to overwrite the report
+    assert main(argv + ["--overwrite", "--convention", "authors", "--no-figures"]) == 0
+    assert "authors convention" in (report / "table.md").read_text()
+
+
+def test_evaluate_errors(tmp_path, dataset, capsys):
+    assert main(["evaluate", str(tmp_path / "nope"), "--data", str(dataset), "--out", str(tmp_path / "r")]) == 2
+    assert "nope" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    checkpoint(bad / "model", "nafnet")
+    (bad / "model.safetensors").write_bytes(b"garbage")
+    assert main(["evaluate", str(bad), "--data", str(dataset), "--out", str(tmp_path / "r")]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:PNG stores")  # untrained outputs overshoot [0, 1]; the PNG is clipped
+def test_calibrate_keeps_names_formats_and_scale(tmp_path, rng, capsys):
+    model_path = checkpoint(tmp_path / "m" / "model", "nafnet", seed=3)
+    src = tmp_path / "in"
+    images = {"a.tif": 37 * blobs(rng, (40, 36)), "sub/b.png": blobs(rng), "sub/deep/c.npy": 0.2 * blobs(rng)}
+    for rel, image in images.items():
+        write_image(src / rel, image)
+    out = tmp_path / "out"
+    argv = ["calibrate", str(src), "-o", str(out), "--model", str(model_path), "--device", "cpu", "--tile", "32", "--overlap", "8"]
+    assert main(argv) == 0
+    model = load_model(model_path)
+    for rel in images:
+        assert (out / rel).is_file()
+        original = read_image(src / rel)
+        expected = calibrate_image(model, original, tile=32, overlap=8)
+        if rel.endswith(".png"):  # 16-bit PNG, clipped to [0, 1]
+            assert np.abs(read_image(out / rel) - np.clip(expected, 0, 1)).max() <= 0.5 / 65535 + 1e-7
+        else:
+            assert np.array_equal(read_image(out / rel), expected)
+    # the scale rule: divide by the maximum, restore, multiply back
+    a = read_image(src / "a.tif")
+    assert np.allclose(read_image(out / "a.tif"), a.max() * restore(model, a / a.max(), tile=32, overlap=8), atol=1e-5)
+
+    before = (out / "a.tif").read_bytes()
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert (out / "a.tif").read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0
+
+    single = tmp_path / "single.npy"
+    assert main(["calibrate", str(src / "a.tif"), "-o", str(single), "--model", str(model_path), "--device", "cpu"]) == 0
+    assert read_image(single).shape == (40, 36)
+
+
+def test_calibrate_without_shipped_model_says_so(tmp_path, rng, monkeypatch, capsys):
+    monkeypatch.setattr(infer, "DEFAULT_MODEL", tmp_path / "absent.safetensors")
+    write_image(tmp_path / "x.npy", blobs(rng))
+    assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert "shipped model" in capsys.readouterr().err
