@@ -29,7 +29,7 @@ residual blocks, 1 denoiser layer, T = 4). Departures: CPEN's residual blocks ar
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,23 +41,26 @@ from ..latent import ResidualConvBlock
 from .restormer import RestormerBlock, RestormerUNet
 
 
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.1)  # DiffIR's activation outside the transformer
+
+
 class CPEN(nn.Module):
     """(B, in_channels, H, W) -> IPR (B, 4·width); H and W multiples of 4."""
 
     def __init__(self, in_channels: int, width: int, num_blocks: int):
         super().__init__()
-        act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
         self.features = nn.Sequential(
             nn.PixelUnshuffle(4),  # (B, 16·in, H/4, W/4): 4× smaller, nothing lost
-            nn.Conv2d(16 * in_channels, width, 3, padding=1), act(),
+            nn.Conv2d(16 * in_channels, width, 3, padding=1), _act(),
             *[ResidualConvBlock(width) for _ in range(num_blocks)],
-            nn.Conv2d(width, 2 * width, 3, padding=1), act(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), act(),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1), act(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), _act(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), _act(),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), _act(),
             nn.AdaptiveAvgPool2d(1),  # any image size -> one vector
             nn.Flatten(),  # (B, 4·width)
         )
-        self.mlp = nn.Sequential(nn.Linear(4 * width, 4 * width), act(), nn.Linear(4 * width, 4 * width), act())
+        self.mlp = nn.Sequential(nn.Linear(4 * width, 4 * width), _act(), nn.Linear(4 * width, 4 * width), _act())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.features(x))
@@ -95,9 +98,9 @@ class PriorDenoiser(nn.Module):
     def __init__(self, prior_dim: int, num_layers: int, steps: int):
         super().__init__()
         self.time_period = 10.0 * steps  # the released scaling of the step index
-        layers = [nn.Linear(2 * prior_dim + 1, prior_dim), nn.LeakyReLU(0.1)]
+        layers = [nn.Linear(2 * prior_dim + 1, prior_dim), _act()]
         for _ in range(num_layers):
-            layers += [nn.Linear(prior_dim, prior_dim), nn.LeakyReLU(0.1)]
+            layers += [nn.Linear(prior_dim, prior_dim), _act()]
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -113,9 +116,9 @@ class DiffIR(Restorer):
         self,
         in_channels: int = 1,
         dim: int = 48,
-        num_blocks: list[int] = (3, 5, 6, 6),
+        num_blocks: Sequence[int] = (3, 5, 6, 6),
         num_refinement_blocks: int = 4,
-        heads: list[int] = (1, 2, 4, 8),
+        heads: Sequence[int] = (1, 2, 4, 8),
         ffn_expansion: float = 2.0,
         bias: bool = False,
         norm_bias: bool = True,

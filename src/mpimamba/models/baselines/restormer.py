@@ -17,7 +17,7 @@ parameters, the 26.13 M the paper reports.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -63,9 +63,9 @@ class RestormerUNet(nn.Module):
         self,
         in_channels: int,
         dim: int,
-        num_blocks: list[int],
+        num_blocks: Sequence[int],
         num_refinement_blocks: int,
-        heads: list[int],
+        heads: Sequence[int],
         make_block: BlockFactory,
         bias: bool,
     ):
@@ -116,9 +116,9 @@ class Restormer(Restorer):
         self,
         in_channels: int = 1,
         dim: int = 48,
-        num_blocks: list[int] = (4, 6, 6, 8),
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
         num_refinement_blocks: int = 4,
-        heads: list[int] = (1, 2, 4, 8),
+        heads: Sequence[int] = (1, 2, 4, 8),
         ffn_expansion: float = 2.66,
         bias: bool = False,
         norm_bias: bool = False,

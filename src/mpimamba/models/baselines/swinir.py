@@ -18,6 +18,7 @@ Stochastic depth (drop-path 0.1 in the authors' training) is left out: it change
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -142,8 +143,8 @@ class SwinIR(Restorer):
         self,
         in_channels: int = 1,
         embed_dim: int = 180,
-        depths: tuple[int, ...] | list[int] = (6, 6, 6, 6, 6, 6),
-        num_heads: tuple[int, ...] | list[int] = (6, 6, 6, 6, 6, 6),
+        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
         window_size: int = 8,
         mlp_ratio: float = 2.0,
     ):
