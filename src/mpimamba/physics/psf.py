@@ -69,29 +69,38 @@ def psf_kernel(shape: tuple[int, int], drive: str, spacing_mm=0.25, gradient=9.0
     return psf(oz[:, None], ox[None, :], drive, gradient, particle)
 
 
-class PSFForward(nn.Module):
-    """Native image c ⊛ h_drive for batches of concentration maps (..., H, W), float32, differentiable.
+def kernel_spectrum(centred) -> torch.Tensor:
+    """Spectra (..., 2H, W+1) complex64 for FFT convolution of centred kernels (..., 2H−1, 2W−1).
 
-    Linear (not circular) convolution by FFT: the image is zero-padded to (2H, 2W) and the kernel is stored
-    with offset d at index d mod 2H; every offset between two pixels, |d| ≤ H−1, then lands on a distinct
-    index, so the first H×W outputs are exactly Σ c[m]·h[n−m] over the pixels inside the field of view.
+    The kernel goes into a (2H, 2W) array with offset d at index d mod 2H: every offset between two
+    pixels, |d| ≤ H−1, lands on a distinct index, so the circular convolution of the zero-padded image
+    equals the linear one on the H×W pixels of the field of view.
     """
+    centred = torch.as_tensor(centred, dtype=torch.float64)
+    h, w = (centred.shape[-2] + 1) // 2, (centred.shape[-1] + 1) // 2
+    wrapped = torch.nn.functional.pad(centred, (0, 1, 0, 1))  # (..., 2H, 2W), zero at offset −H
+    wrapped = torch.roll(wrapped, (-(h - 1), -(w - 1)), dims=(-2, -1))  # offset 0 -> index (0, 0)
+    return torch.fft.rfft2(wrapped).to(torch.complex64)
+
+
+def fft_convolve(c: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """c ⊛ h with zero padding: c (..., H, W) float32, spectrum from `kernel_spectrum` (broadcastable)."""
+    h, w = c.shape[-2:]
+    spec = torch.fft.rfft2(c.float(), s=(2 * h, 2 * w))  # (..., 2H, W+1)
+    return torch.fft.irfft2(spec * spectrum, s=(2 * h, 2 * w))[..., :h, :w]
+
+
+class PSFForward(nn.Module):
+    """Native image c ⊛ h_drive for batches of concentration maps (..., H, W), float32, differentiable."""
 
     def __init__(self, shape: tuple[int, int], drive: str, spacing_mm=0.25, gradient=9.0,
                  particle: Particle = Particle()):
         super().__init__()
         self.shape = (int(shape[0]), int(shape[1]))
-        h, w = self.shape
-        centred = psf_kernel(self.shape, drive, spacing_mm, gradient, particle)  # (2H-1, 2W-1)
-        wrapped = np.zeros((2 * h, 2 * w))
-        wrapped[: 2 * h - 1, : 2 * w - 1] = centred
-        wrapped = np.roll(wrapped, (-(h - 1), -(w - 1)), axis=(0, 1))  # offset 0 -> index (0, 0)
-        spectrum = torch.fft.rfft2(torch.from_numpy(wrapped)).to(torch.complex64)  # (2H, W+1)
+        spectrum = kernel_spectrum(psf_kernel(self.shape, drive, spacing_mm, gradient, particle))
         self.register_buffer("spectrum", spectrum, persistent=False)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         if tuple(c.shape[-2:]) != self.shape:
             raise ValueError(f"PSFForward built for images {self.shape}, got {tuple(c.shape[-2:])}")
-        h, w = self.shape
-        spec = torch.fft.rfft2(c.float(), s=(2 * h, 2 * w))  # (..., 2H, W+1)
-        return torch.fft.irfft2(spec * self.spectrum, s=(2 * h, 2 * w))[..., :h, :w]
+        return fft_convolve(c, self.spectrum)

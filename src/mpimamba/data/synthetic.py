@@ -1,0 +1,117 @@
+"""Simulated pairs: an infinite seeded stream for training, and a fixed dataset written to disk.
+
+Both draw pairs from `mpimamba.physics.pairs.make_pairs` in batches (the PSF model then runs as one
+batched FFT per batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from .. import __version__
+from ..fileutil import write_text_atomic
+from ..physics.pairs import PairConfig, make_pairs
+from .io import write_image
+from .splits import SPLITS, split_counts
+
+FORMATS = {"tiff": ".tif", "npy": ".npy", "png": ".png"}
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class SyntheticPairs(IterableDataset):
+    """Infinite stream of (lq, gt) float32 tensors (1, S, S), reproducible from `seed`.
+
+    Every (distributed rank, DataLoader worker) pair draws from its own generator, seeded with
+    (seed, rank, worker): streams are distinct across workers and ranks and identical from run to run
+    for the same worker count. `xspace_fraction` of the pairs (on average) come from the time-domain
+    "scanner-like" model instead of the PSF model (the paper's Table 3 mixes the two); the x-space
+    operator is built on first use in each worker (4·S⁴ bytes).
+    """
+
+    def __init__(self, config: PairConfig = PairConfig(), size: int = 64, seed: int = 0,
+                 xspace_fraction: float = 0.0, batch: int = 32):
+        if not 0.0 <= xspace_fraction <= 1.0:
+            raise ValueError(f"xspace_fraction must be in [0, 1], got {xspace_fraction}")
+        if size < 8 or batch < 1:
+            raise ValueError(f"SyntheticPairs: need size >= 8 and batch >= 1, got size={size}, batch={batch}")
+        self.config, self.size, self.seed, self.batch = config, size, seed, batch
+        self.xspace_fraction = xspace_fraction
+        # the mixed-in pairs differ only in the forward model (PairConfig checks the x-space constraints)
+        self.xspace_config = dataclasses.replace(config, model="xspace") if xspace_fraction > 0 else None
+
+    def __iter__(self):
+        worker = get_worker_info()
+        rng = np.random.default_rng([self.seed, _rank(), worker.id if worker else 0])
+        while True:
+            if self.xspace_fraction > 0:
+                n_x = int(rng.binomial(self.batch, self.xspace_fraction))
+                parts = [make_pairs(rng, self.xspace_config, self.size, n_x)] if n_x else []
+                if n_x < self.batch:
+                    parts.append(make_pairs(rng, self.config, self.size, self.batch - n_x))
+                lq, gt = (np.concatenate(a) for a in zip(*parts))
+                order = rng.permutation(self.batch)  # interleave the two models
+                lq, gt = lq[order], gt[order]
+            else:
+                lq, gt = make_pairs(rng, self.config, self.size, self.batch)
+            for a, b in zip(lq, gt):
+                yield torch.from_numpy(a)[None], torch.from_numpy(b)[None]
+
+
+def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = PairConfig(), seed: int = 0,
+                  fmt: str = "tiff", overwrite: bool = False, batch: int = 32) -> dict:
+    """Write `count` pairs to OUT/{train,val,test}/{lq,gt}/NNNNNN.ext (8:1:1) and OUT/manifest.json.
+
+    Same arguments -> identical files. An existing non-empty OUT is refused (and left untouched) unless
+    `overwrite`, which first removes OUT/{train,val,test} and OUT/manifest.json (nothing else) so no
+    stale pair survives. Every file is written atomically; the manifest comes last, so a dataset with a
+    manifest is complete. Returns the manifest.
+    """
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite (overwrite=True) to replace its dataset")
+        for split in SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+        (out / "manifest.json").unlink(missing_ok=True)
+
+    counts = split_counts(count)
+    # pair i goes to the split whose index range holds it: train first, then val, then test
+    splits = [s for s in SPLITS for _ in range(counts[s])]
+    rng = np.random.default_rng(seed)
+    suffix = FORMATS[fmt]
+    with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
+        for start in range(0, count, batch):
+            lq, gt = make_pairs(rng, config, size, min(batch, count - start))
+            for i, (a, b) in enumerate(zip(lq, gt), start):
+                name = f"{i:06d}{suffix}"
+                write_image(out / splits[i] / "lq" / name, a, overwrite=overwrite)
+                write_image(out / splits[i] / "gt" / name, b, overwrite=overwrite)
+            bar.update(len(lq))
+    manifest = {
+        "mpimamba_version": __version__,
+        "generator": "mpimamba.data.synthetic.write_dataset",
+        "protocol": {"size": size, **dataclasses.asdict(config)},
+        "seed": seed,
+        "format": fmt,
+        "counts": {"total": count, **counts},
+    }
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest

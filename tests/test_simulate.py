@@ -1,0 +1,137 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mpimamba.cli import main
+from mpimamba.data.io import read_image
+from mpimamba.data.synthetic import SyntheticPairs, write_dataset
+from mpimamba.physics.pairs import PairConfig, make_pair, make_pairs
+from mpimamba.physics.psf import PSFForward
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pair_recipe_noise_free():
+    rng = np.random.default_rng(0)
+    lq, gt = make_pair(rng, PairConfig(scan="z", categories=("sensitivity",)), 32)
+    assert lq.dtype == gt.dtype == np.float32 and lq.shape == (32, 32)
+    assert lq.max() == pytest.approx(1.0) and gt.max() == pytest.approx(1.0) and lq.min() >= 0
+    # noise-free lq is the z-PSF image of gt (the phantom), divided by its maximum
+    native = PSFForward((32, 32), "z")(torch.from_numpy(gt)).numpy()
+    np.testing.assert_allclose(lq, native / native.max(), atol=1e-5)
+
+
+def test_snr_and_background():
+    cats = ("shape",)
+    lq, _ = make_pairs(np.random.default_rng(1), PairConfig(snr_db=30.0, background=0.2, categories=cats), 32, 4)
+    clean, _ = make_pairs(np.random.default_rng(1), PairConfig(categories=cats), 32, 4)  # same phantoms
+    assert lq.min() >= 0 and lq.max() <= 1
+    for noisy, ref in zip(lq, clean):
+        # noisy ∝ ref + 0.2 + noise with σ = 10^(-30/20) of the unit peak: fit noisy = a·ref + b
+        a, b = np.polyfit(ref.ravel(), noisy.ravel(), 1)
+        residual = noisy.ravel() - (a * ref.ravel() + b)
+        assert b / a == pytest.approx(0.2, rel=0.1)
+        assert residual.std() / a == pytest.approx(10 ** (-30 / 20), rel=0.15)
+
+
+def test_isotropic_target_is_mean_of_both_scans():
+    cats = ("sensitivity",)
+    _, gt = make_pairs(np.random.default_rng(2), PairConfig(target="isotropic", categories=cats), 32, 2)
+    _, phantom = make_pairs(np.random.default_rng(2), PairConfig(categories=cats), 32, 2)
+    c = torch.from_numpy(phantom)
+    mean = (0.5 * (PSFForward((32, 32), "x")(c) + PSFForward((32, 32), "z")(c))).numpy()
+    np.testing.assert_allclose(gt, mean / mean.max(axis=(1, 2), keepdims=True), atol=1e-5)
+
+
+def test_concentration_lowers_effective_snr():
+    base = dict(snr_db=30.0, categories=("sensitivity",))
+    rng = np.random.default_rng
+    lq_hi, _ = make_pairs(rng(3), PairConfig(concentration=1.0, **base), 32, 4)
+    lq_lo, _ = make_pairs(rng(3), PairConfig(concentration=0.1, **base), 32, 4)
+    ref, _ = make_pairs(rng(3), PairConfig(categories=("sensitivity",)), 32, 4)
+    assert np.std(lq_lo - ref) > 5 * np.std(lq_hi - ref)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="scan"):
+        PairConfig(scan="y")
+    with pytest.raises(ValueError, match="single gradient"):
+        PairConfig(model="xspace", gradient=(5.0, 9.0))
+    with pytest.raises(ValueError, match="gradient"):
+        PairConfig(gradient=(9.0, 5.0))
+    with pytest.raises(ValueError, match="categories"):
+        PairConfig(categories=("bogus",))
+
+
+def test_xspace_pairs_close_to_psf_pairs():
+    cfg = dict(scan="x", categories=("shape",))
+    lq_x, gt_x = make_pairs(np.random.default_rng(4), PairConfig(model="xspace", **cfg), 24, 2)
+    lq_p, gt_p = make_pairs(np.random.default_rng(4), PairConfig(**cfg), 24, 2)
+    np.testing.assert_array_equal(gt_x, gt_p)
+    assert np.corrcoef(lq_x.ravel(), lq_p.ravel())[0, 1] > 0.97
+
+
+def test_stream_reproducible_and_distinct_per_worker():
+    ds = SyntheticPairs(PairConfig(categories=("shape", "vessel")), size=16, seed=7, batch=4)
+    first = [b for _, b in zip(range(6), ds)]
+    again = [b for _, b in zip(range(6), ds)]
+    lq, gt = first[0]
+    assert lq.shape == (1, 16, 16) and lq.dtype == torch.float32
+    for (a, b), (c, d) in zip(first, again):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    loader = DataLoader(ds, batch_size=4, num_workers=2)
+    batches = [b for _, b in zip(range(2), loader)]  # batch 0 from worker 0, batch 1 from worker 1
+    assert not torch.equal(batches[0][1], batches[1][1])
+    assert torch.equal(batches[0][1], torch.stack([g for _, g in first[:4]]))  # worker 0 = the plain stream
+
+
+def test_stream_mixes_xspace_pairs():
+    ds = SyntheticPairs(PairConfig(categories=("shape",)), size=16, seed=0, xspace_fraction=0.5, batch=8)
+    pairs = [p for _, p in zip(range(8), ds)]
+    assert all(lq.shape == (1, 16, 16) for lq, _ in pairs)
+    with pytest.raises(ValueError, match="xspace_fraction"):
+        SyntheticPairs(xspace_fraction=1.5)
+
+
+def test_cli_simulate_layout_determinism_and_refusal(tmp_path, capsys):
+    args = ["--count", "10", "--size", "16", "--seed", "3", "--snr", "30"]
+    assert main(["simulate", str(tmp_path / "a"), *args]) == 0
+    assert main(["simulate", str(tmp_path / "b"), *args]) == 0
+    a = _tree(tmp_path / "a")
+    assert a == _tree(tmp_path / "b")
+    for split, n in (("train", 8), ("val", 1), ("test", 1)):
+        for kind in ("lq", "gt"):
+            files = sorted((tmp_path / "a" / split / kind).iterdir())
+            assert len(files) == n and all(f.suffix == ".tif" for f in files)
+    img = read_image(next((tmp_path / "a" / "train" / "lq").iterdir()))
+    assert img.dtype == np.float32 and img.shape == (16, 16) and 0 <= img.min() and img.max() <= 1
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["counts"] == {"total": 10, "train": 8, "val": 1, "test": 1}
+    assert manifest["protocol"]["snr_db"] == 30.0 and manifest["protocol"]["size"] == 16
+
+    # a non-empty OUT is refused and left exactly as it was
+    (tmp_path / "a" / "notes.txt").write_text("mine")
+    before = _tree(tmp_path / "a")
+    assert main(["simulate", str(tmp_path / "a"), "--count", "10", "--size", "16", "--seed", "4"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _tree(tmp_path / "a") == before
+    # --overwrite replaces the dataset (another seed -> other images), keeps unrelated files
+    assert main(["simulate", str(tmp_path / "a"), "--count", "10", "--size", "16", "--seed", "4",
+                 "--format", "npy", "--overwrite"]) == 0
+    assert (tmp_path / "a" / "notes.txt").read_text() == "mine"
+    assert not list((tmp_path / "a").rglob("*.tif"))
+    assert len(list((tmp_path / "a").rglob("*.npy"))) == 20
+
+
+def test_write_dataset_png(tmp_path):
+    write_dataset(tmp_path / "p", 3, 16, PairConfig(categories=("mouse",)), seed=0, fmt="png")
+    assert len(list((tmp_path / "p").rglob("*.png"))) == 6
+    with pytest.raises(ValueError, match="format"):
+        write_dataset(tmp_path / "q", 3, 16, fmt="jpg")
