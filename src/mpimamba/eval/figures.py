@@ -37,19 +37,37 @@ def _panel(fig: Figure, ax, image: np.ndarray, title: str, cmap: str, vmax: floa
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
 
 
+def _comparison_row(fig: Figure, axes, lq: np.ndarray, output: np.ndarray, gt: np.ndarray, name: str = "") -> None:
+    """input | output | target | |output - target| on four axes (the error map with its own colour bar)."""
+    vmax = float(max(lq.max(), output.max(), gt.max(), 1e-12))  # one intensity scale for the three images
+    error = np.abs(output - gt)
+    prefix = f"{name}: " if name else ""
+    for ax, image, label in zip(axes, (lq, output, gt), (f"{prefix}input", "output", "target")):
+        _panel(fig, ax, image, label, IMAGE_CMAP, vmax)
+    _panel(fig, axes[3], error, "|output - target|", ERROR_CMAP, float(max(error.max(), 1e-12)), colorbar=True)
+
+
 def save_comparison(
     path: str | Path, lq: np.ndarray, output: np.ndarray, gt: np.ndarray, title: str = "", overwrite: bool = False
 ) -> Path:
     """input | output | target | |output - target| (the error map with its own colour bar)."""
-    vmax = float(max(lq.max(), output.max(), gt.max(), 1e-12))  # one intensity scale for the three images
-    error = np.abs(output - gt)
     fig = Figure(figsize=(4 * PANEL_INCHES + 0.6, PANEL_INCHES + 0.4))
-    axes = fig.subplots(1, 4)
-    for ax, image, name in zip(axes, (lq, output, gt), ("input", "output", "target")):
-        _panel(fig, ax, image, name, IMAGE_CMAP, vmax)
-    _panel(fig, axes[3], error, "|output - target|", ERROR_CMAP, float(max(error.max(), 1e-12)), colorbar=True)
+    _comparison_row(fig, fig.subplots(1, 4), lq, output, gt)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path, overwrite)
+
+
+def save_rows(
+    path: str | Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], overwrite: bool = False
+) -> Path:
+    """One comparison row (input | output | target | error map) per (name, input, output, target)."""
+    if not rows:
+        raise ValueError("save_rows needs at least one row")
+    fig = Figure(figsize=(4 * PANEL_INCHES + 0.6, len(rows) * (PANEL_INCHES + 0.2)))
+    axes = fig.subplots(len(rows), 4, squeeze=False)
+    for ax_row, (name, lq, output, gt) in zip(axes, rows):
+        _comparison_row(fig, ax_row, lq, output, gt, name)
     return _save(fig, path, overwrite)
 
 
