@@ -124,7 +124,14 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> None:
-    raise CLIError("demo is not implemented yet")
+    from .demo import run_demo
+
+    mean = run_demo(args.out, args.model, overwrite=args.overwrite)
+    print(
+        f"PSNR {mean['psnr_in']:.2f} -> {mean['psnr_out']:.2f} dB, SSIM {mean['ssim_in']:.3f} -> "
+        f"{mean['ssim_out']:.3f}, nRMSE {mean['nrmse_in']:.4f} -> {mean['nrmse_out']:.4f}"
+    )
+    print(f"wrote {args.out / 'demo.png'} and {args.out / 'metrics.md'}")
 
 
 # ---------------------------------------------------------------------------------------------- info
