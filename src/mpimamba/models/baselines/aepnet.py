@@ -13,10 +13,11 @@ are anisotropic too. Two branches:
 Training adds an edge term to the L1 loss: λ·L1(Sobel(output), Sobel(target)), which penalises smeared
 edges the pixel loss barely notices. Output = input + reconstruction (global residual).
 
-Configuration: the paper describes the blocks but its exact depth/width were not available to us, so
-`paper` is our choice: width 128, 18 asymmetric residual blocks with 3×3 + 1×9 + 9×1 kernels, a 3-layer
-edge branch — 16.1 M parameters, the size of the MPI-Mamba paper model (≈ 15–18 M), so that the
-comparison is between architectures, not sizes. λ = 0.1.
+The full text of the paper was not available to us: the design follows its title and abstract (asymmetric
+1×K / K×1 convolutions for unidirectional Cartesian scans, an edge-preserving branch), and the configuration
+is our choice. `paper`: width 128, 18 asymmetric residual blocks with 3×3 + 1×9 + 9×1 kernels, a 3-layer
+edge branch — 16.1 M parameters, the size of the MPI-Mamba paper model (≈ 15–18 M), so that the comparison
+is between architectures, not sizes. λ = 0.1.
 """
 
 from __future__ import annotations

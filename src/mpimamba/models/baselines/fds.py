@@ -10,9 +10,10 @@ the two are concatenated and mixed by a 1×1 conv, and the block adds the result
 a stack of such blocks with a long skip, and a tail conv make the network; the output is added to the
 input (global residual).
 
-Configuration: the paper gives the dual-sampling design but not a depth/width we could reuse, so `paper`
-is our choice: width 96, 12 dual-sampling blocks — 14.7 M parameters, the size of the MPI-Mamba paper
-backbone (≈ 14.7 M), so that the comparison is between architectures, not sizes.
+The full text of the paper was not available to us: the design follows its abstract (a CNN fusing a
+full-resolution and a down/up-sampled path, end to end, low- to high-resolution image), and the
+configuration is our choice. `paper`: width 96, 12 dual-sampling blocks — 14.7 M parameters, the size of the
+MPI-Mamba paper backbone (≈ 14.7 M), so that the comparison is between architectures, not sizes.
 """
 
 from __future__ import annotations

@@ -8,17 +8,21 @@ A U-Net of transformer blocks over several scales. Each block mixes tokens in tw
     stacked real and imaginary parts, and the inverse FFT — every output pixel sees the whole image, and
     a blur, a convolution, is a per-frequency product in this domain;
 both read the same LayerNorm-ed input and their sum is added back; then a gated depthwise-conv
-feed-forward (Restormer's GDFN). Levels halve the resolution and double the width (conv +
-PixelUnshuffle down, conv + PixelShuffle up), decoder levels concatenate the encoder skip and reduce it
-with a 1×1 conv, and the output is added to the input (global residual).
+feed-forward (Restormer's GDFN). The scales come from the 4-level U-Net shared with Restormer and DiffIR
+(`restormer.RestormerUNet`: conv + PixelUnshuffle down, conv + PixelShuffle up, concatenated skips,
+refinement blocks, global residual), with this block in every position.
 
-Configuration: the paper's exact depths were not available to us, so `paper` is our choice: 3 levels of
-width 64/128/256, heads 2/4/8, window 8, 4/4/8 blocks down to the bottleneck and 4/4 on the way up, FFN
-expansion 2.66 — 15.6 M parameters, the size of the MPI-Mamba paper model (≈ 15–18 M). Window attention
-has no relative-position bias (the frequency branch supplies the global context).
+The full text of the paper was not available to us: the block follows the paper's title and abstract
+(spatial attention branch + FFT-domain branch, several scales), and the configuration is our choice.
+`paper`: width 32, Restormer's depth layout (blocks [4, 6, 6, 8], 4 refinement blocks, heads
+[1, 2, 4, 8]), window 8, FFN expansion 2.66 — 18.2 M parameters, the size of the whole MPI-Mamba paper
+model (≈ 17.9 M). Window attention has no relative-position bias (the frequency branch supplies the
+global context). Inputs are padded to multiples of 8·window (64 for `paper`).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +30,8 @@ from einops import rearrange
 from torch import nn
 
 from ..base import Restorer
-from ..blocks import ChannelLayerNorm, Downsample, GatedDConvFeedForward, Upsample
+from ..blocks import ChannelLayerNorm, GatedDConvFeedForward
+from .restormer import RestormerUNet
 
 
 class WindowAttention(nn.Module):
@@ -41,15 +46,15 @@ class WindowAttention(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        h, w, win = *x.shape[-2:], self.window
         q, k, v = (
-            rearrange(t, "b (g d) (nh p1) (nw p2) -> (b nh nw) g (p1 p2) d", g=self.heads, p1=self.window, p2=self.window)
+            rearrange(t, "b (g d) (nh p1) (nw p2) -> (b nh nw) g (p1 p2) d", g=self.heads, p1=win, p2=win)
             for t in self.qkv(x).chunk(3, dim=1)
         )  # (B·windows, G, w², d)
         out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(
             out, "(b nh nw) g (p1 p2) d -> b (g d) (nh p1) (nw p2)",
-            nh=h // self.window, nw=w // self.window, p1=self.window,
+            nh=h // win, nw=w // win, p1=win,
         )  # (B, C, H, W)
         return self.proj(out)
 
@@ -90,54 +95,32 @@ class SFM(Restorer):
     def __init__(
         self,
         in_channels: int = 1,
-        width: int = 32,
-        enc_blocks: tuple[int, ...] | list[int] = (2, 2, 4),
-        dec_blocks: tuple[int, ...] | list[int] = (2, 2),  # per level above the bottleneck, top first
-        heads: tuple[int, ...] | list[int] = (1, 2, 4),
+        dim: int = 32,
+        num_blocks: Sequence[int] = (2, 2, 2, 2),
+        num_refinement_blocks: int = 2,
+        heads: Sequence[int] = (1, 2, 4, 8),
         window: int = 8,
         ffn_expansion: float = 2.66,
     ):
         super().__init__()
-        levels = len(enc_blocks)
-        if len(heads) != levels or len(dec_blocks) != levels - 1:
-            raise ValueError(
-                f"need one head count per level ({levels}) and one decoder depth per level above the "
-                f"bottleneck ({levels - 1}); got heads={heads}, dec_blocks={dec_blocks}"
-            )
-        # every level's feature map must tile into whole windows
-        self.size_multiple = window * 2 ** (levels - 1)
-        widths = [width * 2**i for i in range(levels)]
+        # the bottleneck map (H/8, W/8) must still tile into whole windows
+        self.size_multiple = 8 * window
 
-        def stage(level: int, depth: int) -> nn.Sequential:
-            return nn.Sequential(
-                *(SpatialFrequencyBlock(widths[level], heads[level], window, ffn_expansion) for _ in range(depth))
-            )
+        def make_block(channels: int, h: int) -> nn.Module:
+            return SpatialFrequencyBlock(channels, h, window, ffn_expansion)
 
-        self.embed = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.encoders = nn.ModuleList(stage(i, d) for i, d in enumerate(enc_blocks))  # last = bottleneck
-        self.downs = nn.ModuleList(Downsample(widths[i]) for i in range(levels - 1))
-        self.ups = nn.ModuleList(Upsample(widths[i + 1]) for i in reversed(range(levels - 1)))
-        self.reduces = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in reversed(range(levels - 1)))
-        self.decoders = nn.ModuleList(stage(i, dec_blocks[i]) for i in reversed(range(levels - 1)))
-        self.output = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.net = RestormerUNet(
+            in_channels, dim, list(num_blocks), num_refinement_blocks, list(heads), make_block, bias=True
+        )
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.embed(x)  # (B, width, H, W)
-        skips = []
-        for encoder, down in zip(self.encoders[:-1], self.downs):
-            feat = encoder(feat)
-            skips.append(feat)
-            feat = down(feat)  # (B, 2C, H/2, W/2)
-        feat = self.encoders[-1](feat)  # bottleneck
-        for up, reduce, decoder, skip in zip(self.ups, self.reduces, self.decoders, reversed(skips)):
-            feat = reduce(torch.cat([up(feat), skip], dim=1))  # (B, C, 2h, 2w)
-            feat = decoder(feat)
-        return x + self.output(feat)
+        return self.net(x)
 
 
 PRESETS: dict[str, dict] = {
-    "tiny": dict(width=8, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), heads=(1, 1, 2), window=4, ffn_expansion=2.0),
-    "small": dict(width=24, enc_blocks=(1, 2, 2), dec_blocks=(1, 1), heads=(1, 2, 4), window=8),
-    "paper": dict(width=64, enc_blocks=(4, 4, 8), dec_blocks=(4, 4), heads=(2, 4, 8), window=8),
+    "tiny": dict(dim=4, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 2), window=4,
+                 ffn_expansion=2.0),
+    "small": dict(dim=16, num_blocks=(1, 2, 2, 2), num_refinement_blocks=1, heads=(1, 2, 4, 8), window=8),
+    "paper": dict(dim=32, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4, heads=(1, 2, 4, 8), window=8),
 }
 MODEL = SFM
