@@ -1,0 +1,140 @@
+"""The fast selective-scan backends give the reference's numbers: values and the gradient of every input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mpimamba.models import ssm, ssm_chunked
+
+FAST = ["cpu", "chunked"]
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch):
+    # 16-step chunks so short test sequences span several chunks, the last one partial (L = 150 = 9·16 + 6).
+    # The cpu kernel's checkpoint segment is 64 steps, so L = 150 also crosses two segment boundaries.
+    monkeypatch.setattr(ssm_chunked, "CHUNK", 16)
+
+
+def make_inputs(batch=2, d=7, n=4, length=150, groups=None, big_delta=False, seed=0):
+    """float64 inputs in mamba_ssm's shapes; A < 0 as Mamba parameterises it."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    bc_shape = (batch, n, length) if groups is None else (batch, groups, n, length)
+    inputs = dict(
+        u=rand(batch, d, length),
+        delta=rand(batch, d, length) * 0.5,
+        A=-(torch.rand(d, n, generator=g, dtype=torch.float64) * 1.5 + 0.5),  # |A| in [0.5, 2]
+        B=rand(*bc_shape),
+        C=rand(*bc_shape),
+        D=rand(d),
+        z=rand(batch, d, length),
+        delta_bias=rand(d) * 0.3,
+    )
+    if big_delta:  # softplus(Δ) up to 25, so Δ·|A| reaches 50 per step
+        inputs["delta"] = torch.rand(batch, d, length, generator=g, dtype=torch.float64) * 25
+    return inputs
+
+
+def run(backend, inputs, delta_softplus, dtype):
+    """Output and gradients of a random linear functional of it, for every input that is given."""
+    leaves = {k: v.to(dtype).requires_grad_() for k, v in inputs.items() if v is not None}
+    y = ssm.selective_scan(**leaves, delta_softplus=delta_softplus, backend=backend)
+    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    grads = torch.autograd.grad((y * weight).sum(), list(leaves.values()))
+    return y, dict(zip(leaves, grads))
+
+
+def assert_matches_reference(backend, inputs, delta_softplus, inert=()):
+    """`inert`: inputs whose gradient is exactly zero here (A when L = 1: it only decays the zero state)."""
+    # The reference in float64 is the ground truth; the backend runs in float32, as it will in use.
+    y_ref, g_ref = run("reference", inputs, delta_softplus, torch.float64)
+    y, g = run(backend, inputs, delta_softplus, torch.float32)
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
+    assert g.keys() == g_ref.keys()
+    for name in g_ref:
+        assert g[name].shape == g_ref[name].shape, name
+        scale = g_ref[name].abs().max().item()
+        assert (scale > 0) != (name in inert), name  # every other input really influences the output
+        torch.testing.assert_close(g[name].double(), g_ref[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("softplus", [True, False])
+def test_full_options(backend, softplus):
+    inputs = make_inputs()
+    if not softplus:  # keep Δ + bias > 0, as softplus would, so the scan decays instead of blowing up
+        inputs["delta"] = inputs["delta"].abs() + 1
+    assert_matches_reference(backend, inputs, softplus)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_no_optional_inputs(backend):
+    inputs = make_inputs()
+    inputs.update(D=None, z=None, delta_bias=None, delta=inputs["delta"].abs())
+    assert_matches_reference(backend, inputs, delta_softplus=False)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_single_step(backend):
+    assert_matches_reference(backend, make_inputs(length=1), delta_softplus=True, inert=("A",))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_grouped_B_C(backend):
+    inputs = make_inputs(d=6, groups=3, length=70)
+    inputs.update(z=None)
+    assert_matches_reference(backend, inputs, delta_softplus=True)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_large_delta_stays_finite(backend):
+    inputs = make_inputs(length=100, big_delta=True)
+    step = F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]) * inputs["A"].abs().max(1).values[:, None]
+    assert step.max() > 40  # Δ·|A| per step really reaches ~50 ...
+    assert torch.isinf(torch.exp(step.float().cumsum(-1))).any()  # ... so exp(−Σ Δ·A) overflows
+    y, grads = run(backend, inputs, True, torch.float32)
+    assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads.values())
+    assert_matches_reference(backend, inputs, delta_softplus=True)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_no_grad_and_dtype(backend):
+    """Without autograd the result is the same; float64 inputs come back as float64."""
+    inputs = make_inputs(length=40)
+    y, _ = run(backend, inputs, True, torch.float32)
+    with torch.no_grad():
+        y_nograd = ssm.selective_scan(**{k: v.float() for k, v in inputs.items()}, delta_softplus=True, backend=backend)
+    torch.testing.assert_close(y_nograd, y.detach(), rtol=0, atol=0)
+    y64 = ssm.selective_scan(**inputs, delta_softplus=True, backend=backend)
+    assert y64.dtype == torch.float64
+
+
+def test_auto_picks_cpu_kernel_on_cpu():
+    inputs = {k: v.float() for k, v in make_inputs(length=20).items()}
+    assert ssm.resolve_backend("auto", inputs["u"]) == "cpu"
+    y_auto = ssm.selective_scan(**inputs, delta_softplus=True)
+    y_cpu = ssm.selective_scan(**inputs, delta_softplus=True, backend="cpu")
+    torch.testing.assert_close(y_auto, y_cpu, rtol=0, atol=0)
+
+
+def test_without_numba(monkeypatch):
+    """No numba: `cpu` explains itself and `auto` falls back to the reference."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mpimamba.models.ssm_cpu", None)  # makes its import fail
+    monkeypatch.setattr(ssm, "_importable", lambda name: name != "numba")
+    inputs = {k: v.float() for k, v in make_inputs(length=5).items()}
+    with pytest.raises(RuntimeError, match="numba"):
+        ssm.selective_scan(**inputs, backend="cpu")
+    assert ssm.resolve_backend("auto", inputs["u"]) == "reference"
+
+
+def test_bad_backend_names_the_choices():
+    inputs = {k: v.float() for k, v in make_inputs(length=5).items()}
+    with pytest.raises(ValueError, match="chunked"):
+        ssm.selective_scan(**inputs, backend="fast")
+    with pytest.raises(ValueError, match="GPU"):
+        ssm.selective_scan(**inputs, backend="cuda")
