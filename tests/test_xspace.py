@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mpimamba.physics.psf import PSFForward
-from mpimamba.physics.xspace import XSpaceOperator, gridding_matrix, lissajous, raster, simulate_loop
+from mpimamba.physics.xspace import (XSpaceOperator, gridding_matrix, lissajous, pixel_centres, raster,
+                                     simulate_loop)
 
 
 def _ncc(a, b):
@@ -56,7 +57,6 @@ def test_gridding_matrix_interpolates_linear_functions_exactly():
     traj = lissajous(amplitude_mm=5.0, samples=3000)
     grid = gridding_matrix(traj.position, (12, 12), 0.6)  # grid inside the sampled square
     values = 2.0 * traj.position[:, 0] - 3.0 * traj.position[:, 1] + 1.0
-    from mpimamba.physics.xspace import pixel_centres
     c = pixel_centres((12, 12), 0.6)
     np.testing.assert_allclose(grid @ values, 2.0 * c[:, 0] - 3.0 * c[:, 1] + 1.0, atol=1e-9)
     np.testing.assert_allclose(np.asarray(grid.sum(1)).ravel(), 1.0)

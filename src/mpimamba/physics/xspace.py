@@ -53,7 +53,9 @@ def lissajous(amplitude_mm: float = 15.0, fx_hz: float = 25e3, fz_hz: float = 24
               sample_rate_hz: float = 2.475e6, samples: int = 9900) -> Trajectory:
     """The authors' Lissajous protocol: drive amplitude G·15 mm per axis, i.e. the FFP sweeps ±15 mm.
 
-    With 25 kHz / 24.75 kHz the pattern repeats every 4 ms = 9,900 samples at 2.475 MHz.
+    With 25 kHz / 24.75 kHz (the authors' fx, fy; our second axis is z) the pattern repeats every
+    4 ms = 9,900 samples at 2.475 MHz. This sin/sin 100:99 figure is run through twice per period, once
+    in each direction, so the samples sit at only ~5,000 distinct positions (the gridding merges them).
     """
     t = np.arange(samples) / sample_rate_hz
     a = amplitude_mm * 1e-3
