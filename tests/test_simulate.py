@@ -1,5 +1,6 @@
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,18 @@ def test_write_dataset_png(tmp_path):
     assert len(list((tmp_path / "p").rglob("*.png"))) == 6
     with pytest.raises(ValueError, match="format"):
         write_dataset(tmp_path / "q", 3, 16, fmt="jpg")
+
+
+def test_glyph_category_needs_and_uses_a_font(tmp_path):
+    with pytest.raises(ValueError, match="needs a font"):
+        PairConfig(categories=("glyphs",))
+    with pytest.raises(FileNotFoundError, match="font file"):
+        PairConfig(font=str(tmp_path / "none.ttf"))
+    assert main(["simulate", str(tmp_path / "o"), "--count", "3", "--size", "16",
+                 "--font", str(tmp_path / "none.ttf")]) == 2
+    assert not (tmp_path / "o").exists()
+    fonts = sorted(Path("/usr/share/fonts").rglob("*.ttf")) if Path("/usr/share/fonts").is_dir() else []
+    if not fonts:
+        pytest.skip("no TrueType font installed on this machine")
+    lq, gt = make_pairs(np.random.default_rng(0), PairConfig(categories=("glyphs",), font=str(fonts[0])), 32, 2)
+    assert gt.max() == pytest.approx(1.0) and lq.shape == (2, 32, 32)

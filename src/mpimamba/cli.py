@@ -33,6 +33,8 @@ def _add_simulate(sub) -> None:
     p.add_argument("--gradient", type=float, default=9.0, help="gradient strength in T/m (default 9)")
     p.add_argument("--spacing", type=float, default=0.25, help="pixel spacing in mm (default 0.25)")
     p.add_argument("--snr", type=float, default=None, help="input SNR in dB (default: noise-free)")
+    p.add_argument("--font", type=Path, default=None,
+                   help="a TrueType font: adds phantoms of text glyphs in it to the categories")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=["tiff", "npy", "png"], default="tiff", help="default: float32 TIFF")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty OUT")
@@ -46,7 +48,7 @@ def _run_simulate(args) -> None:
     if args.count < 1 or args.size < 8:
         raise CLIError(f"--count must be >= 1 and --size >= 8, got {args.count} and {args.size}")
     config = PairConfig(scan=args.scan, target=args.target, model=args.model, gradient=args.gradient,
-                        snr_db=args.snr, spacing_mm=args.spacing)
+                        snr_db=args.snr, spacing_mm=args.spacing, font=str(args.font) if args.font else None)
     manifest = write_dataset(args.out, args.count, args.size, config, seed=args.seed, fmt=args.format,
                              overwrite=args.overwrite)
     counts = manifest["counts"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .langevin import Particle
-from .phantoms import CATEGORIES, random_phantom
+from .phantoms import CATEGORIES, glyphs, random_phantom
 from .psf import fft_convolve, kernel_spectrum, psf, psf_kernel
 from .xspace import XSpaceOperator, raster
 
@@ -43,7 +43,8 @@ class PairConfig:
     background: Range = 0.0  # constant offset, fraction of the unit-concentration peak
     concentration: Range = 1.0  # relative to the concentration at which snr_db holds
     spacing_mm: float = 0.25
-    categories: tuple[str, ...] | None = None  # phantom categories (None = all of CATEGORIES)
+    categories: tuple[str, ...] | None = None  # phantom categories (None = all of CATEGORIES, + "glyphs")
+    font: str | None = None  # a TrueType font file: adds the "glyphs" category (text in that font)
 
     def __post_init__(self):
         for name, value, allowed in (("scan", self.scan, ("x", "z", "random")),
@@ -59,9 +60,24 @@ class PairConfig:
         _check_range("background", self.background, lambda v: v >= 0, "non-negative")
         if self.snr_db is not None:
             _check_range("snr_db", self.snr_db, lambda v: True, "finite")
-        unknown = set(self.categories or ()) - set(CATEGORIES)
+        known = set(CATEGORIES) | ({"glyphs"} if self.font else set())
+        unknown = set(self.categories or ()) - known
         if unknown:
-            raise ValueError(f"PairConfig.categories: unknown {sorted(unknown)}; expected {sorted(CATEGORIES)}")
+            raise ValueError(f"PairConfig.categories: unknown {sorted(unknown)}; expected {sorted(known)}"
+                             + ("" if self.font else " (\"glyphs\" needs a font)"))
+        if self.font:
+            _glyph_generator(self.font)  # a missing or unreadable font fails here, not mid-stream
+
+
+@lru_cache(maxsize=4)
+def _glyph_generator(font: str):
+    return glyphs(font)
+
+
+def _phantom_pool(config: PairConfig) -> list:
+    """The generators to draw phantoms from (names resolved by random_phantom, glyphs by font)."""
+    names = list(config.categories or (*CATEGORIES, *(["glyphs"] if config.font else [])))
+    return [_glyph_generator(config.font) if n == "glyphs" else n for n in names]
 
 
 def _check_range(name: str, value, valid, kind: str) -> None:
@@ -134,7 +150,7 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
     """`count` pairs (lq, gt), each float32 (count, size, size) in [0, 1]; see the module doc for the recipe."""
     if size < 8 or count < 1:
         raise ValueError(f"make_pairs: need size >= 8 and count >= 1, got size={size}, count={count}")
-    phantoms = np.stack([random_phantom(rng, size, config.categories) for _ in range(count)])
+    phantoms = np.stack([random_phantom(rng, size, _phantom_pool(config)) for _ in range(count)])
     scans = rng.choice(["x", "z"], count) if config.scan == "random" else np.full(count, config.scan)
     gradients = _draw(rng, config.gradient, count)
     conc = _draw(rng, config.concentration, count)
