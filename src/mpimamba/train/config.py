@@ -1,0 +1,80 @@
+"""Training settings as one typed dataclass that round-trips through JSON.
+
+Defaults are the authors' released settings (DESIGN.md §3): AdamW lr 2e-4, weight decay 1e-4,
+betas (0.9, 0.999), lr constant for the first half of each phase then cosine towards 1e-6,
+gradient-norm clipping 0.01, batch 32, patch 64, seed 101, 100k iterations per phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    method: str = "mpi_mamba"
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)  # constructor kwargs replacing preset values
+    data: str | None = None  # paired folder ROOT/{train,val}/{lq,gt}; None = the simulated stream
+    synthetic: dict[str, Any] = field(default_factory=dict)  # extra SyntheticPairs kwargs (data is None)
+    steps: int = 100_000  # optimiser steps in EACH phase
+    batch: int = 32  # per process
+    patch: int = 64
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    constant_fraction: float = 0.5  # share of each phase at the full lr before the cosine decay
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.01  # max global gradient norm
+    ckpt_every: int = 1000
+    val_every: int = 1000
+    val_images: int = 8
+    seed: int = 101
+    workers: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    out: str = "runs/run"
+    label: str | None = None  # name evaluation tables group by; None = the method name
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        for name in ("steps", "batch", "patch", "ckpt_every", "val_every", "val_images"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not 0.0 <= self.constant_fraction <= 1.0:
+            raise ValueError(f"constant_fraction must lie in [0, 1], got {self.constant_fraction}")
+        if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:
+            raise ValueError("lr and grad_clip must be positive and min_lr non-negative")
+
+    @property
+    def run_label(self) -> str:
+        return self.label or self.method
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "TrainConfig":
+        """Parse JSON text, or read it from a file path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,216 @@
+"""The training loop: loss goes down, exact resume, two phases, torchrun DDP, run-folder and CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_helpers as th
+from mpimamba.cli import main
+from mpimamba.data.paired import PairedFolder
+from mpimamba.models import build, load_model
+from mpimamba.train import TrainConfig, TrainData, train
+from mpimamba.train.data import batches
+from mpimamba.train.loop import ConstantThenCosine
+
+
+@pytest.fixture(autouse=True)
+def _methods(monkeypatch):
+    th.register(monkeypatch)
+
+
+def read_log(run: Path) -> list[dict]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def config(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(method="tinyconv", preset="tiny", steps=12, batch=4, patch=16, lr=2e-3, ckpt_every=4,
+                val_every=4, device="cpu", out=str(tmp_path / name))
+    return TrainConfig(**{**base, **kw})
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+def killing_stream(after: int):
+    """A stream factory like `th.blob_data`'s that dies once `after` pairs have been drawn in total."""
+    drawn = [0]
+
+    def make(seed):
+        class Stream(th.BlobStream):
+            def __iter__(self):
+                for pair in super().__iter__():
+                    drawn[0] += 1
+                    if drawn[0] > after:
+                        raise SimulatedKill("simulated kill")
+                    yield pair
+
+        return Stream(seed, 16)
+
+    return make
+
+
+class KillingFolder(PairedFolder):
+    after = 0
+
+    def __getitem__(self, index):
+        KillingFolder.after -= 1
+        if KillingFolder.after < 0:
+            raise SimulatedKill("simulated kill")
+        return super().__getitem__(index)
+
+
+def test_schedule_is_constant_then_cosine():
+    f = ConstantThenCosine(total=100, constant_fraction=0.5, min_ratio=0.01)
+    assert [f(s) for s in (0, 25, 49, 50)] == [1.0, 1.0, 1.0, 1.0]
+    assert f(75) == pytest.approx((1 + 0.01) / 2)
+    assert f(100) == pytest.approx(0.01)
+    assert all(f(s) >= f(s + 1) for s in range(100))
+
+
+def test_config_json_round_trip_and_unknown_keys(tmp_path):
+    cfg = config(tmp_path, overrides={"width": 4}, betas=(0.8, 0.9))
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown training settings.*'stepz'"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="batch"):
+        TrainConfig(batch=0)
+
+
+def test_batches_resume_mid_stream_and_ranks_differ(tmp_path):
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(10, 1))
+    for train_set in (PairedFolder(folder, "train", patch=8, augment=True, seed=3), th.blob_data().train):
+        data = TrainData(train=train_set, val=[])
+        kw = dict(seed=7, phase=1, batch=2, world=2, segment=3)
+        full = [b for _, b in zip(range(9), batches(data, start=0, rank=0, **kw))]
+        resumed = [b for _, b in zip(range(3), batches(data, start=6, rank=0, **kw))]
+        for (a_lq, a_gt), (b_lq, b_gt) in zip(full[6:], resumed):
+            assert torch.equal(a_lq, b_lq) and torch.equal(a_gt, b_gt)
+        other = next(batches(data, start=0, rank=1, **kw))
+        assert not torch.equal(full[0][0], other[0])
+        assert full[0][0].shape == (2, 1, 8, 8) if isinstance(train_set, PairedFolder) else (2, 1, 16, 16)
+
+
+def test_tiny_model_lowers_validation_loss(tmp_path):
+    cfg = config(tmp_path, steps=30, val_every=10, ckpt_every=30)
+    model = train(cfg, data=th.blob_data())
+    rows = read_log(Path(cfg.out))
+    val = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert len(val) == 4 and val[-1] < 0.7 * val[0], val
+    assert [int(r["step"]) for r in rows] == list(range(31))
+    assert all(float(r["img_per_s"]) > 0 and float(r["lr"]) > 0 for r in rows[1:])
+    # the final model reloads without the training code, with the seed and label in its json
+    reloaded = load_model(Path(cfg.out) / "model.safetensors")
+    assert th.state_digest(reloaded) == th.state_digest(model)
+    meta = (Path(cfg.out) / "model.json").read_text()
+    assert '"label": "tinyconv"' in meta and '"seed": 101' in meta
+
+
+@pytest.mark.parametrize("source", ["stream", "folder"])
+def test_killed_run_resumes_to_identical_weights(tmp_path, source):
+    if source == "folder":
+        folder = th.write_blob_folder(tmp_path / "ds", counts=(10, 1))
+        data = TrainData(train=PairedFolder(folder, "train", patch=16, augment=True), val=[th.blob_data().val[0]])
+        KillingFolder.after = 4 * 6  # dies during step 7, after the checkpoint of step 4
+        killed = TrainData(train=KillingFolder(folder, "train", patch=16, augment=True), val=data.val)
+    else:
+        data = th.blob_data()
+        killed = TrainData(train=killing_stream(after=4 * 6), val=data.val)
+
+    whole = train(config(tmp_path, "whole"), data=data)
+    cfg = config(tmp_path, "killed")
+    with pytest.raises(SimulatedKill):
+        train(cfg, data=killed)
+    assert torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)["step"] == 4
+    resumed = train(cfg, resume=True, data=data)
+
+    assert th.state_digest(resumed) == th.state_digest(whole)  # bit for bit
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "img_per_s"} for r in rows]  # noqa: E731
+    assert strip(read_log(Path(cfg.out))) == strip(read_log(tmp_path / "whole"))
+
+    with pytest.raises(ValueError, match="different settings.*batch"):
+        train(config(tmp_path, "killed", batch=2), resume=True, data=data)
+
+
+def test_two_phases_run_in_order_from_one_call(tmp_path):
+    cfg = config(tmp_path, method="twophase", steps=6, ckpt_every=6, val_every=3)
+    torch.manual_seed(cfg.seed)
+    init = build("twophase", "tiny")
+    with pytest.raises(SimulatedKill):  # dies at the first batch of phase 2
+        train(cfg, data=TrainData(train=killing_stream(after=4 * 6), val=th.blob_data().val))
+    after_phase1 = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)
+    assert (after_phase1["phase"], after_phase1["step"]) == ("phase1", 6)
+    model = train(cfg, resume=True, data=th.blob_data())
+
+    p1 = {k.removeprefix("model."): v for k, v in after_phase1["model"].items()}
+    final, start = model.state_dict(), init.state_dict()
+    assert not torch.equal(p1["first.weight"], start["first.weight"])  # phase 1 trains `first` ...
+    assert torch.equal(p1["second.weight"], start["second.weight"])  # ... and leaves `second` alone
+    assert torch.equal(final["first.weight"], p1["first.weight"])  # phase 2 freezes `first` ...
+    assert not torch.equal(final["second.weight"], p1["second.weight"])  # ... and trains `second`
+    assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
+    phases = [(r["phase"], int(r["step"])) for r in read_log(Path(cfg.out))]
+    assert phases == [("phase1", s) for s in range(7)] + [("phase2", s) for s in range(7)]
+
+
+def test_torchrun_two_processes_hold_identical_replicas(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method in ("nafnet", "twophase"):
+        weights0, batch0 = (tmp_path / f"{method}.rank0.txt").read_text().split()
+        weights1, batch1 = (tmp_path / f"{method}.rank1.txt").read_text().split()
+        assert weights0 == weights1  # DDP kept the replicas in step
+        assert batch0 != batch1  # ... while each rank read its own data
+        saved = load_model(tmp_path / method / "model.safetensors")  # written by rank 0 only
+        assert th.state_digest(saved) == weights0
+        torch.manual_seed(101)
+        assert th.state_digest(build(method, "tiny")) != weights0  # and it did train
+        assert len(read_log(tmp_path / method)) > 3
+
+
+def run_cli(*args) -> int:
+    return main(["train", *map(str, args)])
+
+
+def test_cli_trains_refuses_existing_run_and_resumes(tmp_path, capsys):
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(8, 1))
+    run = tmp_path / "run"
+    common = ["--method", "tinyconv", "--preset", "tiny", "--data", folder, "--batch", 2, "--patch", 16,
+              "--ckpt-every", 2, "--val-every", 2, "--device", "cpu", "--out", run]
+    assert run_cli(*common, "--steps", 2) == 0
+    assert (run / "model.safetensors").is_file() and (run / "checkpoint.pt").is_file()
+
+    assert run_cli(*common, "--steps", 2) == 2
+    assert "already exists; pass --resume" in capsys.readouterr().err
+    assert run_cli(*common, "--steps", 4, "--overwrite") == 0
+    assert int(read_log(run)[-1]["step"]) == 4
+    assert run_cli("--out", run, "--resume") == 0  # finished run: nothing left to do
+    assert run_cli("--out", run, "--resume", "--batch", 4) == 2
+    assert "different settings (batch: run has 2, got 4)" in capsys.readouterr().err
+    assert run_cli("--out", tmp_path / "nothing", "--resume") == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nosuchnet", "--synthetic"], "unknown method 'nosuchnet'; expected one of"),
+    (["--method", "tinyconv", "--preset", "huge", "--synthetic"], "unknown preset 'huge' for tinyconv"),
+    (["--method", "tinyconv"], "--data DIR or --synthetic"),
+    (["--synthetic"], "--method is required"),
+    (["--method", "tinyconv", "--synthetic", "--override", "width"], "KEY=VALUE"),
+])
+def test_cli_bad_names_give_clear_errors(tmp_path, capsys, args, message):
+    assert run_cli(*args, "--out", tmp_path / "run", "--device", "cpu") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
