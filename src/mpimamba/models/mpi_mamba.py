@@ -275,8 +275,9 @@ PRESETS: dict[str, dict] = {
     # for tests: < 100k parameters, a fraction of a second on a CPU at 64x64
     "tiny": dict(width=4, blocks=(1, 1, 1, 1), refinement_blocks=1, heads=(1, 1, 2, 2), ffn_expansion=2.0,
                  d_state=4, embed_dim=8, lfe_blocks=1, denoiser_inner=16, denoiser_blocks=1),
-    # the shipped model: trains on a laptop CPU at patch 64
-    "small": dict(width=16, blocks=(1, 1, 2, 2), refinement_blocks=2, heads=(1, 2, 4, 8),
+    # the shipped model (1.35 M parameters, 5.4 MB in float32): trains on a laptop CPU at patch 64;
+    # one block per level because level 1 (64x64 pixels, 4 orders) dominates a training step's cost
+    "small": dict(width=16, blocks=(1, 1, 1, 1), refinement_blocks=1, heads=(1, 2, 4, 8),
                   embed_dim=16, lfe_blocks=2, denoiser_inner=128, denoiser_blocks=2),
     # the authors' released configuration
     "paper": dict(width=48, blocks=(2, 2, 2, 2), refinement_blocks=4, heads=(1, 2, 4, 8), ffn_expansion=2.66,
