@@ -20,7 +20,8 @@ class TrainConfig:
     preset: str = "small"
     overrides: dict[str, Any] = field(default_factory=dict)  # constructor kwargs replacing preset values
     data: str | None = None  # paired folder ROOT/{train,val}/{lq,gt}; None = the simulated stream
-    synthetic: dict[str, Any] = field(default_factory=dict)  # extra SyntheticPairs kwargs (data is None)
+    # the simulated stream (data is None): {"pairs": {PairConfig fields}, "xspace_fraction": float}
+    synthetic: dict[str, Any] = field(default_factory=dict)
     steps: int = 100_000  # optimiser steps in EACH phase
     batch: int = 32  # per process
     patch: int = 64

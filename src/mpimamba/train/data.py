@@ -89,9 +89,15 @@ def build_data(cfg) -> TrainData:
         return TrainData(train=train, val=val)
 
     from ..data.synthetic import SyntheticPairs
+    from ..physics.pairs import PairConfig
+
+    settings = dict(cfg.synthetic)
+    # JSON has no tuples: the (low, high) ranges of PairConfig come back as lists
+    pairs = PairConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.pop("pairs", {}).items()})
 
     def make(seed: int) -> IterableDataset:
-        return SyntheticPairs(size=cfg.patch, seed=seed, **cfg.synthetic)
+        # one simulated batch per training batch (the PSF model runs as one batched FFT)
+        return SyntheticPairs(pairs, size=cfg.patch, seed=seed, batch=cfg.batch, **settings)
 
     # a fixed validation set: the first pairs of a stream whose seed no training segment uses
     val = list(islice(iter(make(derive_seed(cfg.seed, 2**31))), cfg.val_images))
