@@ -186,3 +186,5 @@ def test_diffir_inference_is_deterministic_and_per_image():
         assert torch.equal(y, model(x))
         # one image alone gives the same result as inside a batch
         assert torch.allclose(model(x[1:]), y[1:], atol=1e-6)
+        # in eval mode the stage-2 loss scores the inference output (what validation should see)
+        assert torch.allclose(model.training_loss(x, x, "stage2")["output"], y, atol=1e-6)

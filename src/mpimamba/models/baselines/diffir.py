@@ -165,12 +165,12 @@ class DiffIR(Restorer):
         generator = torch.Generator().manual_seed(self.inference_seed)
         return torch.randn((1, *like.shape[1:]), generator=generator).to(like).expand_as(like)
 
-    def generate_prior(self, lq: torch.Tensor) -> torch.Tensor:
-        condition = self.cpen_s2(lq)  # (B, P)
+    def generate_prior(self, condition: torch.Tensor) -> torch.Tensor:
+        """The inference chain: from `start_noise` to the IPR ẑ (B, P), conditioned on CPEN_S2(lq)."""
         return self.schedule.sample(self.predicted_noise, condition, self.start_noise(condition))
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dirformer(x, self.generate_prior(x))
+        return self.dirformer(x, self.generate_prior(self.cpen_s2(x)))
 
     # ---------------------------------------------------------------- training interface
 
@@ -186,7 +186,12 @@ class DiffIR(Restorer):
             return {"loss": loss, "output": output, "pixel": loss.detach()}
         with torch.no_grad():  # the stage-1 extractor is the frozen teacher
             z = self.cpen_s1(torch.cat([gt_p, lq_p], dim=1))
-        z_hat, prior = chain_loss(self.schedule, self.predicted_noise, z, self.cpen_s2(lq_p))
+        condition = self.cpen_s2(lq_p)  # (B, P)
+        if self.training:  # start from the target IPR noised to the last step, as released
+            z_hat, prior = chain_loss(self.schedule, self.predicted_noise, z, condition)
+        else:  # validation scores exactly what `forward` returns
+            z_hat = self.generate_prior(condition)
+            prior = F.l1_loss(z_hat, z)
         output = self.dirformer(lq_p, z_hat)[..., :h, :w]
         pixel = F.l1_loss(output, gt)
         kd = F.kl_div(F.log_softmax(z_hat / 0.15, dim=1), F.log_softmax(z / 0.15, dim=1),
