@@ -248,19 +248,18 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             raise FloatingPointError(f"{phase} step {step + 1}: the loss is {loss_value}")
 
         done = step + 1
-        now = time.perf_counter()
-        img_per_s = cfg.batch * ctx.world / max(now - tick, 1e-9)
-        tick = now
+        img_per_s = cfg.batch * ctx.world / max(time.perf_counter() - tick, 1e-9)  # data + step, all ranks
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{img_per_s:.1f}", refresh=False)
-        if log is None:
-            continue
-        val_loss = val_psnr = None
-        if done % cfg.val_every == 0 or done == cfg.steps:
-            val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
-        log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss, val_psnr=val_psnr)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            _save_checkpoint(Path(cfg.out), model, opt, sched, cfg, pi, done)
+        if log is not None:
+            val_loss = val_psnr = None
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
+            log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
+                      val_psnr=val_psnr)
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                _save_checkpoint(Path(cfg.out), model, opt, sched, cfg, pi, done)
+        tick = time.perf_counter()  # validation and checkpoints do not count against the speed
     bar.close()
     del net, opt, sched  # drop DDP's gradient hooks before the next phase wraps the model again
     gc.collect()
