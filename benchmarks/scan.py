@@ -9,8 +9,9 @@
   gradients), [chunked at 16384 <= 2x chunked at 4096]. Method: each measurement runs in a fresh
   subprocess, which builds the inputs, warms up on a short sequence (numba compilation, thread pools), resets
   the kernel's peak-RSS mark (`echo 5 > /proc/self/clear_refs`, Linux), runs once and reports
-  VmHWM − RSS before the run − the output (and gradient) bytes. This counts every allocation — torch's, numba's
-  and numpy's — not only torch's allocator; small figures (< a few MB) are at the noise floor of RSS;
+  VmHWM − RSS before the run − the output (and gradient) bytes, with MALLOC_MMAP_THRESHOLD_=65536 so freed
+  blocks leave RSS. This counts every allocation — torch's, numba's and numpy's — not only torch's
+  allocator; figures of a few MB are at the noise floor of RSS;
 - the full MPI-Mamba `small` model's forward time at 64×64 and 256×256 (`model_forward_times`).
 
     python benchmarks/scan.py [--repeats 3] [--lengths 1024 4096 16384] [--no-memory]
@@ -123,7 +124,10 @@ def measure_memory_here(method: str, length: int, backward: bool) -> float:
 def measure_memory(method: str, length: int, backward: bool) -> float | None:
     """`measure_memory_here` in a fresh subprocess, so earlier runs' peaks and caches do not count."""
     cmd = [sys.executable, __file__, "--memory-probe", method, str(length), str(int(backward))]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # A fixed mmap threshold makes glibc return every freed block over 64 kB to the OS; otherwise freed
+    # memory stays in the heap and RSS measures all memory ever allocated instead of the live peak.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         print(f"  memory probe {method} L={length} failed: {done.stderr.strip().splitlines()[-1:]}")
         return None

@@ -30,7 +30,7 @@ def _compute_dtype(u):
 def _prepare_delta(delta, delta_bias, delta_softplus):
     """Δ with its bias and softplus applied; autograd differentiates these for every backend."""
     if delta_bias is not None:
-        delta = delta + delta_bias[None, :, None].to(delta.dtype)
+        delta = delta + delta_bias[..., None].to(delta.dtype)  # (D, 1) or grouped (G, E, 1)
     if delta_softplus:
         delta = F.softplus(delta)
     return delta
@@ -88,10 +88,9 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     from .ssm_chunked import chunked_scan
 
     dtype = u.dtype
-    cdt = _compute_dtype(u)
-    cast = lambda t: None if t is None else t.to(cdt)  # noqa: E731
-    delta = _prepare_delta(cast(delta), delta_bias, delta_softplus)
-    y = chunked_scan(cast(u), delta, cast(A), _grouped(cast(B)), _grouped(cast(C)), cast(D), cast(z))
+    cast = lambda t: None if t is None else t.to(_compute_dtype(u))  # noqa: E731
+    y = chunked_scan(cast(u), cast(delta), cast(A), _grouped(cast(B)), _grouped(cast(C)), cast(D), cast(z),
+                     cast(delta_bias), delta_softplus)
     return y.to(dtype)
 
 
