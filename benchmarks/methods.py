@@ -60,7 +60,9 @@ def time_forward(model: torch.nn.Module, size: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(method: str, preset: str, repeats: int) -> dict:
+def measure(method: str, preset: str, repeats: int, threads: int) -> dict:
+    # re-assert the thread count: a method's compiled kernels (numba's OpenMP layer) may have changed it
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(method, preset).eval()
     row = {"params": count_parameters(model), "macs": count_macs(model, 64), "ms64": 1e3 * time_forward(model, 64, repeats)}
@@ -94,7 +96,7 @@ def load() -> str:
         return "load average unknown"
 
 
-def render(rows: dict, missing: dict, command: str, repeats: int, loads: tuple[str, str]) -> str:
+def render(rows: dict, missing: dict, command: str, repeats: int, host: str, loads: tuple[str, str]) -> str:
     lines = [
         "# Methods: sizes and CPU speed",
         "",
@@ -104,7 +106,7 @@ def render(rows: dict, missing: dict, command: str, repeats: int, loads: tuple[s
         "",
         f"Produced by `{command}` — do not edit by hand.",
         "",
-        f"Machine: {machine()}. At the start: {loads[0]}; at the end: {loads[1]} (a load above the CPU",
+        f"Machine: {host}. At the start: {loads[0]}; at the end: {loads[1]} (a load above the CPU",
         "count means other work shared the cores while this ran, and the times are inflated accordingly).",
         "",
         "- Parameters: all of the model's parameters (DiffIR and MPI-Mamba include their stage-1 / phase-1",
@@ -147,12 +149,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     rows, missing = {}, {}
-    load_at_start = load()
+    host, load_at_start = machine(), load()  # before any model: the thread count as configured
     for method, preset in tqdm([(m, s) for m in methods for s in presets], desc="methods", unit="model"):
         if method in missing:
             continue
         try:
-            rows[(method, preset)] = measure(method, preset, args.repeats)
+            rows[(method, preset)] = measure(method, preset, args.repeats, args.threads)
         except ImportError as err:  # a method whose module is not written yet
             missing[method] = f"{type(err).__name__}: {err}"
             continue
@@ -161,7 +163,7 @@ def main() -> None:
                    f"{r['ms64']:9.1f} ms@64 " + (f"{r['ms256']:9.1f} ms@256" if "ms256" in r else ""))
 
     command = "python benchmarks/methods.py" + "".join(f" {a}" for a in sys.argv[1:])
-    write_text_atomic(args.out, render(rows, missing, command, args.repeats, (load_at_start, load())))
+    write_text_atomic(args.out, render(rows, missing, command, args.repeats, host, (load_at_start, load())))
     print(f"wrote {args.out}")
 
 
