@@ -190,7 +190,9 @@ def _run_calibrate(args) -> None:
 # ---------------------------------------------------------------------------------------------- demo
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="simulate unseen phantoms, calibrate them with the shipped model, write a figure")
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, help="folder for demo.png and metrics.md")
+    p.add_argument("--model", type=Path, default=None, help="a checkpoint instead of the shipped model")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files")
     p.set_defaults(run=_run_demo)
 
 
