@@ -51,13 +51,14 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     B, C = (_grouped(M) for M in (B, C))
     B = B.repeat_interleave(d // B.shape[1], dim=1)  # (B, D, N, L)
     C = C.repeat_interleave(d // C.shape[1], dim=1)
-    batch, d, length = u.shape
+    batch, d, _ = u.shape
     h = u.new_zeros(batch, d, A.shape[1])  # (B, D, N)
     ys = []
-    for t in range(length):
-        dt = delta[:, :, t, None]  # (B, D, 1)
-        h = torch.exp(dt * A) * h + dt * B[..., t] * u[:, :, t, None]
-        ys.append((h * C[..., t]).sum(-1))  # (B, D)
+    # unbind, not x[..., t] in the loop: the backward of L slices would write L full-size zero gradients.
+    for dt, ut, Bt, Ct in zip(delta.unbind(-1), u.unbind(-1), B.unbind(-1), C.unbind(-1)):
+        dt, ut = dt[..., None], ut[..., None]  # (B, D, 1)
+        h = torch.exp(dt * A) * h + dt * Bt * ut
+        ys.append((h * Ct).sum(-1))  # (B, D)
     y = torch.stack(ys, dim=-1)  # (B, D, L)
     if D is not None:
         y = y + D.to(cdt)[None, :, None] * u
