@@ -16,7 +16,7 @@
 
     python benchmarks/scan.py [--repeats 3] [--lengths 1024 4096 16384] [--no-memory]
 
-Threads: torch uses torch.get_num_threads(); numba its own default (NUMBA_NUM_THREADS, = CPU count).
+Threads: torch.get_num_threads() for every backend (the cpu kernel follows torch's count).
 mambapy is a benchmark-only extra (`pip install -c constraints.txt mambapy`); without it its column is skipped.
 """
 

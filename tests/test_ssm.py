@@ -120,6 +120,17 @@ def test_auto_picks_cpu_kernel_on_cpu():
     torch.testing.assert_close(y_auto, y_cpu, rtol=0, atol=0)
 
 
+def test_cpu_kernel_keeps_torch_thread_count():
+    """numba's OpenMP layer shares torch's runtime; the backend must not leave torch on another count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run("cpu", make_inputs(length=20), True, torch.float32)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_without_numba(monkeypatch):
     """No numba: `cpu` explains itself and `auto` falls back to the reference."""
     import sys

@@ -10,11 +10,12 @@ so are the short sums over the N state entries; the long sums over time (dA, dD)
 Memory (beyond inputs, output and gradients of the inputs):
 - forward: checkpoints of the state every `SEGMENT` steps, (B, D, ceil(L / SEGMENT), N) float32 — with
   N = 16 and SEGMENT = 64 that is a quarter of the size of u — kept for the backward pass;
-- backward: per worker (SEGMENT + 1, N) recomputed states and (SEGMENT, N) decays, plus partial sums of dB and dC,
-  (B, G, P, L, N) float32 with P small (≈ 2 × threads / (B·G), at most D / G), because the channels that
+- backward: per worker (SEGMENT + 1, N) recomputed states and (SEGMENT, N) decays, plus partial sums of
+  dB and dC, (B, G, P, L, N) float32 with P small (≈ 2 × threads / (B·G), at most D / G), because the channels that
   share a B/C group would otherwise race on the same gradient entries; P = 1 when there is one row per
   worker already. Partial sums of dA (B, D, N) and dD (B, D) float64.
-Threads: numba's own thread count (NUMBA_NUM_THREADS, default = cores), independent of torch's.
+Threads: the kernels follow torch.get_num_threads() (capped by NUMBA_NUM_THREADS), and leave torch's count
+as it was (numba's OpenMP threading layer would otherwise overwrite it).
 """
 
 from __future__ import annotations
@@ -180,9 +181,25 @@ def _backward_kernel(u, delta, A, Bt, Ct, Dv, z, has_z, ckpt, gout, parts,
             dD_part[b, d] = dD_acc
 
 
+def _threads():
+    """Threads for the kernels: torch's count, within numba's pool (NUMBA_NUM_THREADS)."""
+    return min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+
+
+def _launch(kernel, *args):
+    """Run a kernel on `_threads()` threads and give torch back its thread count: numba's OpenMP layer
+    shares the OpenMP runtime with torch, and its launch would otherwise leave torch on numba's count."""
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(_threads())
+    try:
+        kernel(*args)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
 def _work_parts(batch, n_groups, per_group):
     """How many slices each (batch, group) is cut into so every thread has a few work items."""
-    want = 2 * numba.get_num_threads()
+    want = 2 * _threads()
     return max(1, min(per_group, -(-want // (batch * n_groups))))
 
 
@@ -200,8 +217,8 @@ class SelectiveScanCPU(torch.autograd.Function):
         u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
         out = torch.empty_like(u)
         ckpt = u.new_empty(batch, d_model, -(-length // SEGMENT), A.shape[1])  # (B, D, S, N)
-        _forward_kernel(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), Dv.numpy(), zz.numpy(),
-                        z is not None, out.numpy(), ckpt.numpy())
+        _launch(_forward_kernel, u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), Dv.numpy(),
+                zz.numpy(), z is not None, out.numpy(), ckpt.numpy())
         ctx.save_for_backward(u, delta, A, Bt, Ct, Dv, zz, ckpt)
         ctx.has_D, ctx.has_z = D is not None, z is not None
         return out
@@ -217,10 +234,10 @@ class SelectiveScanCPU(torch.autograd.Function):
         dD_part = torch.empty(batch, u.shape[1], dtype=torch.float64)  # (B, D)
         dB_part = u.new_zeros(batch, n_groups, parts, length, n_state)  # (B, G, P, L, N)
         dC_part = u.new_zeros(batch, n_groups, parts, length, n_state)
-        _backward_kernel(u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), Dv.numpy(), zz.numpy(),
-                         ctx.has_z, ckpt.numpy(), gout.contiguous().numpy(), parts,
-                         du.numpy(), ddelta.numpy(), dz.numpy(), dA_part.numpy(), dD_part.numpy(),
-                         dB_part.numpy(), dC_part.numpy())
+        _launch(_backward_kernel, u.numpy(), delta.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), Dv.numpy(),
+                zz.numpy(), ctx.has_z, ckpt.numpy(), gout.contiguous().numpy(), parts,
+                du.numpy(), ddelta.numpy(), dz.numpy(), dA_part.numpy(), dD_part.numpy(),
+                dB_part.numpy(), dC_part.numpy())
         dB = dB_part.sum(2).transpose(-1, -2)  # (B, G, N, L)
         dC = dC_part.sum(2).transpose(-1, -2)
         dA = dA_part.sum(0).float()
