@@ -216,8 +216,23 @@ def _add_info(sub) -> None:
 def _run_info(args) -> None:
     import torch
 
+    from .models import METHODS
+    from .models.ssm import importable, resolve_backend
+
     print(f"mpimamba {__version__}")
-    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    print(f"CUDA devices: {', '.join(gpus) if gpus else 'none'}")
+    backends = {
+        "reference": True,
+        "cpu (numba)": importable("numba"),
+        "chunked": True,
+        "cuda (mamba_ssm)": importable("mamba_ssm.ops.selective_scan_interface") and bool(gpus),
+    }
+    print("selective-scan backends: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in backends.items()))
+    print(f"auto picks on CPU: {resolve_backend('auto', torch.zeros(1))}"
+          + (f", on GPU: {resolve_backend('auto', torch.zeros(1, device='cuda'))}" if gpus else ""))
+    print(f"methods: {', '.join(METHODS)}")
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -99,7 +99,7 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     """mamba_ssm's fused CUDA kernel (optional extra `mpimamba[cuda]`)."""
     if not u.is_cuda:
         raise ValueError("selective_scan backend 'cuda' needs tensors on a GPU; use 'cpu' or 'auto' on a CPU")
-    if not _importable("mamba_ssm.ops.selective_scan_interface"):
+    if not importable("mamba_ssm.ops.selective_scan_interface"):
         raise RuntimeError("selective_scan backend 'cuda' needs mamba_ssm (`pip install mpimamba[cuda]`)")
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -115,7 +115,7 @@ BACKENDS = {
 
 
 @functools.cache
-def _importable(module):
+def importable(module):
     """True when `module` imports (mamba_ssm can be installed yet fail to load against this torch)."""
     try:
         importlib.import_module(module)
@@ -128,8 +128,8 @@ def resolve_backend(backend, u):
     """The backend `selective_scan` will run for this tensor: `auto` becomes a concrete name."""
     if backend == "auto":
         if u.is_cuda:
-            return "cuda" if _importable("mamba_ssm.ops.selective_scan_interface") else "chunked"
-        return "cpu" if _importable("numba") else "reference"
+            return "cuda" if importable("mamba_ssm.ops.selective_scan_interface") else "chunked"
+        return "cpu" if importable("numba") else "reference"
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan backend {backend!r} is unknown; expected 'auto' or one of {sorted(BACKENDS)}")
     return backend
