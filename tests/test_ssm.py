@@ -136,7 +136,7 @@ def test_without_numba(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "mpimamba.models.ssm_cpu", None)  # makes its import fail
-    monkeypatch.setattr(ssm, "_importable", lambda name: name != "numba")
+    monkeypatch.setattr(ssm, "importable", lambda name: name != "numba")
     inputs = {k: v.float() for k, v in make_inputs(length=5).items()}
     with pytest.raises(RuntimeError, match="numba"):
         ssm.selective_scan(**inputs, backend="cpu")
