@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from baseline_helpers import assert_any_size_maps_to_same_shape, assert_multichannel_input
 from mpimamba.models import build, count_parameters
 
 METHODS = ["nafnet", "aepnet", "fds", "sfm"]
@@ -31,12 +32,7 @@ def _blob_batch(batch: int = 4, size: int = 32, seed: int = 0) -> tuple[torch.Te
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_any_size_maps_to_same_shape(method, preset):
-    model = build(method, preset).eval()
-    x = torch.rand(1, 1, 37, 53)
-    with torch.no_grad():
-        y = model(x)
-    assert y.shape == x.shape
-    assert torch.isfinite(y).all()
+    assert_any_size_maps_to_same_shape(method, preset)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -53,10 +49,7 @@ def test_preset_sizes_and_paper_forward(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_multichannel_input(method):
-    model = build(method, "tiny", in_channels=2).eval()
-    x = torch.rand(2, 2, 20, 27)
-    with torch.no_grad():
-        assert model(x).shape == x.shape
+    assert_multichannel_input(method, channels=2)
 
 
 @pytest.mark.parametrize("method", METHODS)
