@@ -1,0 +1,269 @@
+"""What every table script shares: the options, the fixed test set, resumable training runs, evaluation,
+and the results files with their provenance.
+
+A table is a list of rows (a label and the TrainConfig settings that make it), each trained once per seed.
+Run folders are OUT/<row>/seed<S>; a finished run (model.safetensors present) is reused, an interrupted
+one (checkpoint.pt present) resumes, so a long table can be stopped and its command rerun. Reusing a run
+trained with other settings is refused: pick another --out.
+
+Test sets are written once per table under OUT/ with `write_dataset(seed=TEST_SEED)`. Training streams
+draw from `np.random.default_rng([derive_seed(seed, phase, segment, rank), rank, worker])` and their
+validation pairs from `derive_seed(seed, 2**31)`: three-word entropies, never the one-word TEST_SEED, so a
+test pair is never a training pair. Training sets written to disk (Table 5) use TRAIN_SET_SEED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mpimamba.data.paired import PairedFolder
+from mpimamba.data.synthetic import write_dataset
+from mpimamba.eval.evaluate import METRICS, evaluate
+from mpimamba.eval.figures import save_grid
+from mpimamba.fileutil import write_text_atomic
+from mpimamba.infer import resolve_device, restore
+from mpimamba.models.checkpoint import load_model
+from mpimamba.physics.pairs import PairConfig
+from mpimamba.train.config import TrainConfig
+from mpimamba.train.loop import RUNTIME_FIELDS, train
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "experiments" / "results"
+TEST_SEED = 20_260_101  # write_dataset's generator for every test set
+TRAIN_SET_SEED = 20_260_202  # write_dataset's generator for on-disk training sets
+FIGURE_IMAGES = 4  # test images in a Figure-6-like grid
+
+# The authors' simulation setting (paper §Experiments; DESIGN §2): PSF model, isotropic gradient 9 T/m,
+# drive along x, target = the phantom, plus measurement noise at an SNR of 30-40 dB per pair.
+AUTHORS_PAIRS = PairConfig(scan="x", target="phantom", model="psf", gradient=9.0, snr_db=(30.0, 40.0))
+
+
+@dataclass
+class Row:
+    """One table row: `key` names its run folders, `label` its table line; `settings` go into TrainConfig."""
+
+    key: str
+    label: str
+    settings: dict
+
+
+def parser(doc: str, *, steps: int, batch: int, seeds: list[int], test_count: int) -> argparse.ArgumentParser:
+    """The options every table has; `doc` (the script's docstring) is the --help text."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"), help="network size")
+    p.add_argument("--steps", type=int, default=steps, help="optimiser steps in EACH training phase")
+    p.add_argument("--batch", type=int, default=batch, help="training batch (the paper: 32)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate (the paper: 2e-4 over 100k steps; higher for short budgets)")
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds, help="training seeds (one run per row each)")
+    p.add_argument("--test-count", type=int, default=test_count, help="simulated test images")
+    p.add_argument("--test-size", type=int, default=64, help="side of the square test images, pixels")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", type=Path, default=None, help="run folders and test set (default runs/experiments/TABLE)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where TABLE.md / TABLE.csv go")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results files (runs are always reused)")
+    return p
+
+
+def pairs_settings(config: PairConfig) -> dict:
+    """A PairConfig as TrainConfig.synthetic["pairs"] (JSON-friendly, unset options left out)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+
+
+def test_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
+    """The fixed test set OUT/testset-<size>px-<count>, simulated once; returns the dataset root.
+
+    write_dataset splits 8:1:1, so 10·count pairs are drawn and the `count` of the test split are used
+    (the train/val splits are never read). A folder without a manifest is an interrupted write: redone.
+    """
+    root = out / f"testset-{size}px-{count}"
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        made = json.loads(manifest.read_text())
+        if made["protocol"] != json.loads(json.dumps({"size": size, **dataclasses.asdict(config)})):
+            raise ValueError(f"{root} was simulated with other settings; delete it or pick another --out")
+        return root
+    write_dataset(root, 10 * count, size, config, seed=TEST_SEED, fmt="npy", overwrite=True)
+    return root
+
+
+def training_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
+    """A fixed on-disk training set OUT/trainset-<size>px-<count> (8:1:1; train and val used), made once."""
+    root = out / f"trainset-{size}px-{count}"
+    if not (root / "manifest.json").is_file():
+        write_dataset(root, count, size, config, seed=TRAIN_SET_SEED, fmt="npy", overwrite=True)
+    return root
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings as JSON would give them back (tuples -> lists), minus those a run may change freely."""
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in RUNTIME_FIELDS}
+
+
+def run_training(cfg: TrainConfig) -> Path:
+    """Train `cfg` into cfg.out unless already done; resume an interrupted run; return the run folder.
+
+    The wall time of the call that finishes a run is kept in RUN/experiment.json (time spent before an
+    interruption is not counted).
+    """
+    run = Path(cfg.out)
+    if (run / "model.safetensors").is_file():
+        trained = json.loads((run / "model.json").read_text()).get("training", {})
+        if _comparable(trained) != _comparable(cfg.to_dict()):
+            raise ValueError(f"{run} holds a model trained with other settings; pick another --out or delete it")
+        return run
+    start = time.perf_counter()
+    train(cfg, resume=(run / "checkpoint.pt").is_file(), overwrite=not (run / "checkpoint.pt").is_file())
+    write_text_atomic(run / "experiment.json",
+                      json.dumps({"wall_seconds": round(time.perf_counter() - start, 1)}) + "\n")
+    return run
+
+
+def train_rows(rows: list[Row], args, out: Path, **common) -> dict[str, list[Path]]:
+    """Train every row at every seed (rows outermost); returns row key -> run folders in seed order."""
+    runs: dict[str, list[Path]] = {}
+    for row in rows:
+        for seed in args.seeds:
+            settings = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+                        "device": args.device, **common, **row.settings}
+            cfg = TrainConfig(seed=seed, label=row.label, out=str(out / row.key / f"seed{seed}"),
+                              ckpt_every=max(1, min(50, args.steps)), val_every=args.steps, val_images=4,
+                              **settings)
+            runs.setdefault(row.key, []).append(run_training(cfg))
+    return runs
+
+
+def evaluate_runs(runs: dict[str, list[Path]], data_root: Path, report: Path, device: str) -> list[dict]:
+    """Score every run on the test split with `mpimamba.eval.evaluate`; rows = input, then one per label."""
+    folders = [r for seeds in runs.values() for r in seeds]
+    return evaluate(folders, data_root, "test", report, device=device, overwrite=True, figures=False)
+
+
+def save_figure(runs: dict[str, Path], labels: dict[str, str], data_root: Path, path: Path,
+                device: str) -> Path:
+    """The paper's Figure 6: the first test images restored by one run per row, with error maps."""
+    dataset = PairedFolder(data_root, "test")
+    models = {key: load_model(run, map_location=resolve_device(device)) for key, run in runs.items()}
+    rows = []
+    for i in range(min(FIGURE_IMAGES, len(dataset))):
+        lq, gt = dataset.read_pair(i)
+        outputs = {labels[key]: restore(model, lq) for key, model in models.items()}
+        rows.append((dataset.names[i], lq, outputs, gt))
+    return save_grid(path, rows, overwrite=True)
+
+
+def _git() -> str:
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return rev + (" (working tree had uncommitted changes)" if dirty else " (clean)")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(script: str, argv: list[str], args, extra_budget: dict) -> dict[str, str]:
+    """Command, revision, hardware and training budget, as (name, text) lines for the results files."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "command": shlex.join(["python", script, *argv]),
+        "git revision": _git(),
+        "hardware": f"{_cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
+                    f"{torch.get_num_threads()} thread(s); GPU: {gpu}; training device: {args.device}",
+        "budget": f"preset {args.preset}; {args.steps} steps per phase; batch {args.batch}; lr {args.lr}; "
+                  + "; ".join(f"{k} {v}" for k, v in extra_budget.items())
+                  + f"; seeds {' '.join(map(str, args.seeds))}",
+        "test set": f"{args.test_count} simulated images of {args.test_size}x{args.test_size}, "
+                    f"write_dataset seed {TEST_SEED}",
+    }
+
+
+def wall_time(runs: dict[str, list[Path]], started: float) -> str:
+    """This invocation's wall time, and the training time of every run (recorded when each finished)."""
+    recorded = [json.loads((r / "experiment.json").read_text())["wall_seconds"]
+                for seeds in runs.values() for r in seeds if (r / "experiment.json").is_file()]
+    return (f"this invocation {time.perf_counter() - started:.0f} s; training, summed over the "
+            f"{len(recorded)} runs that recorded it: {sum(recorded):.0f} s")
+
+
+def check_results(name: str, results: Path, overwrite: bool) -> None:
+    """Refuse (before any training) to replace a table's results files unless asked to."""
+    existing = [str(p) for p in (results / f"{name}.md", results / f"{name}.csv") if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+
+
+def write_results(name: str, title: str, table: list[dict], meta: dict[str, str], notes: str,
+                  results: Path) -> tuple[Path, Path]:
+    """results/NAME.md (title, provenance, the table, notes) and NAME.csv (provenance as # lines, then rows)."""
+    def cell(row: dict, m: str, digits: int) -> str:
+        std = row[f"{m}_std"]
+        return f"{row[f'{m}_mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
+
+    lines = [f"# {title}", "", *(f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}"
+                                  for k, v in meta.items()), "",
+             "| Row | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | seeds | images |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {cell(r, 'psnr', 2)} | {cell(r, 'ssim', 4)} | {cell(r, 'nrmse', 4)} "
+              f"| {r['checkpoints']} | {r['images']} |" for r in table]
+    lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: DESIGN §5 "
+              "(\"ours\" convention: float images, nRMSE by the target's range). The input row scores "
+              "the unrestored input.", "", notes.strip(), ""]
+    md, csv_path = results / f"{name}.md", results / f"{name}.csv"
+    write_text_atomic(md, "\n".join(lines))
+
+    buf = io.StringIO()
+    for k, v in meta.items():
+        buf.write(f"# {k}: {v}\n")
+    columns = ["row", "seeds", "images", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in table:
+        writer.writerow({"row": r["method"], "seeds": r["checkpoints"], "images": r["images"],
+                         **{c: r[c] for c in columns[3:]}})
+    write_text_atomic(csv_path, buf.getvalue())
+    return md, csv_path
+
+
+def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], test_pairs: PairConfig,
+              train_settings: dict, budget: dict, notes: str) -> tuple[dict[str, list[Path]], Path]:
+    """The whole recipe of a table: test set, training (resumable), evaluation, results files.
+
+    `train_settings` are TrainConfig fields shared by all rows; `budget` lists the table-specific
+    budget items (patch, data) for the results header. Returns the runs and the test-set root.
+    """
+    started = time.perf_counter()
+    check_results(name, args.results, args.overwrite)
+    out = args.out or REPO / "runs" / "experiments" / name
+    data_root = test_set(out, test_pairs, args.test_count, args.test_size)
+    runs = train_rows(rows, args, out, **train_settings)
+    table = evaluate_runs(runs, data_root, out / "report", args.device)
+    meta = provenance(f"experiments/{name}.py", argv, args, budget)
+    meta["wall time"] = wall_time(runs, started)
+    md, _ = write_results(name, title, table, meta, notes, args.results)
+    print(f"wrote {md} and its .csv")
+    return runs, data_root
