@@ -26,25 +26,15 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import torch
 
+from _timing import best_of
 from mpimamba.models.ssm import selective_scan
 
 BATCH, CHANNELS, STATE = 2, 96, 16
 REFERENCE_MAX_L = 4096
 METHODS = ("cpu", "chunked", "reference", "mambapy")
-
-
-def best_of(repeats: int, fn) -> float:
-    """Fastest wall time of `repeats` calls (the machine is shared; the minimum is the least disturbed)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def make_inputs(length: int, requires_grad: bool = False) -> dict[str, torch.Tensor]:

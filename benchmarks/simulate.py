@@ -18,20 +18,11 @@ import time
 import numpy as np
 import torch
 
+from _timing import best_of
 from mpimamba.physics.pairs import PairConfig, make_pairs
 from mpimamba.physics.phantoms import random_phantom
 from mpimamba.physics.psf import PSFForward
 from mpimamba.physics.xspace import XSpaceOperator, lissajous, simulate_loop
-
-
-def best_of(repeats: int, fn) -> float:
-    """Fastest wall time of `repeats` calls (the machine is shared; the minimum is the least disturbed)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
