@@ -85,6 +85,17 @@ class LinearBetaSchedule:
         return z
 
 
+def start_noise(like: torch.Tensor, training: bool, seed: int) -> torch.Tensor:
+    """z_T for the reverse chain, shaped like `like` (B, ...): fresh noise while training; otherwise one
+    draw from `seed` shared by the whole batch, so inference is deterministic and an image's result does
+    not depend on its batch-mates. Drawn on the CPU, so the draw is the same on any device."""
+    if training:
+        return torch.randn_like(like)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((1, *like.shape[1:]), generator=generator)  # (1, ...)
+    return noise.to(like).expand_as(like)
+
+
 class LatentDenoiser(nn.Module):
     """Predicts the noise in z_t from concat(z_t, (t+1)·s, condition); tokens (B, N, dim) -> (B, N, dim).
 

@@ -31,7 +31,7 @@ from .blocks import (
     TransposedAttention,
     Upsample,
 )
-from .diffusion import LatentDenoiser, LinearBetaSchedule
+from .diffusion import LatentDenoiser, LinearBetaSchedule, start_noise
 from .latent import LatentEncoder
 from .ss2d import SS2D
 
@@ -56,7 +56,7 @@ class MPIMambaConfig:
     diffusion_steps: int = 8
     beta_start: float = 0.1
     beta_end: float = 0.99
-    inference_seed: int = 0  # the fixed start noise of the eval-mode chain (see MPIMamba.start_noise)
+    inference_seed: int = 0  # the fixed start noise of the eval-mode chain (see diffusion.start_noise)
     scan_backend: str = "auto"
 
 
@@ -211,19 +211,11 @@ class MPIMamba(Restorer):
         z = self.lfe(torch.cat([gt_p, lq_p], dim=1))  # (B, N, P)
         return self.backbone(lq_p, z)[..., :h, :w], z
 
-    def start_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """z_T for the reverse chain: fresh noise while training, the fixed seeded draw in eval mode."""
-        if self.training:
-            return torch.randn_like(like)
-        generator = torch.Generator().manual_seed(self.config.inference_seed)
-        noise = torch.randn((1, *like.shape[1:]), generator=generator)  # drawn on the CPU: same on any device
-        return noise.to(like).expand_as(like)
-
     def phase2(self, lq: torch.Tensor, gt: torch.Tensor | None = None):
         """Prior generated from lq by the CL-DM: returns (output, ẑ, z), z None when gt is not given.
 
         z comes from the frozen phase-1 LFE. While training with gt, the chain starts from z noised to the
-        last step (HI-Diff); otherwise from `start_noise`, so eval-mode results equal `forward`'s.
+        last step (HI-Diff); otherwise from `diffusion.start_noise`, so eval-mode results equal `forward`'s.
         """
         lq_p, (h, w) = pad_to_multiple(lq, self.size_multiple)
         z = None
@@ -235,7 +227,7 @@ class MPIMamba(Restorer):
             last = torch.full((z.shape[0],), self.schedule.steps - 1, dtype=torch.long, device=z.device)
             start = self.schedule.q_sample(z, last, torch.randn_like(z))
         else:
-            start = self.start_noise(condition)
+            start = start_noise(condition, self.training, self.config.inference_seed)
         z_hat = self.schedule.sample(self.denoiser, condition, start)
         return self.backbone(lq_p, z_hat)[..., :h, :w], z_hat, z
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import Restorer, pad_to_multiple
-from ..diffusion import LinearBetaSchedule, chain_loss
+from ..diffusion import LinearBetaSchedule, chain_loss, start_noise
 from ..latent import ResidualConvBlock
 from .restormer import RestormerBlock, RestormerUNet
 
@@ -157,17 +157,10 @@ class DiffIR(Restorer):
         alpha_bar = self.schedule.alpha_bar.to(z_t)[t][:, None]  # (B, 1)
         return (z_t - alpha_bar.sqrt() * z0) / (1 - alpha_bar).sqrt()
 
-    def start_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """z_T: fresh noise while training; in eval mode one seeded draw shared by the batch, so
-        inference is deterministic and an image's result does not depend on its batch-mates."""
-        if self.training:
-            return torch.randn_like(like)
-        generator = torch.Generator().manual_seed(self.inference_seed)
-        return torch.randn((1, *like.shape[1:]), generator=generator).to(like).expand_as(like)
-
     def generate_prior(self, condition: torch.Tensor) -> torch.Tensor:
-        """The inference chain: from `start_noise` to the IPR ẑ (B, P), conditioned on CPEN_S2(lq)."""
-        return self.schedule.sample(self.predicted_noise, condition, self.start_noise(condition))
+        """The inference chain: from `diffusion.start_noise` to the IPR ẑ (B, P), conditioned on CPEN_S2(lq)."""
+        start = start_noise(condition, self.training, self.inference_seed)
+        return self.schedule.sample(self.predicted_noise, condition, start)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         return self.dirformer(x, self.generate_prior(self.cpen_s2(x)))
