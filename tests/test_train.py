@@ -16,10 +16,11 @@ import torch
 import train_helpers as th
 from mpimamba.cli import main
 from mpimamba.data.paired import PairedFolder
+from mpimamba.eval.metrics import psnr
 from mpimamba.models import build, load_model
 from mpimamba.train import TrainConfig, TrainData, train
 from mpimamba.train.data import batches
-from mpimamba.train.loop import ConstantThenCosine
+from mpimamba.train.loop import ConstantThenCosine, validate
 
 
 @pytest.fixture(autouse=True)
@@ -164,6 +165,22 @@ def test_two_phases_run_in_order_from_one_call(tmp_path):
     assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
     phases = [(r["phase"], int(r["step"])) for r in read_log(Path(cfg.out))]
     assert phases == [("phase1", s) for s in range(7)] + [("phase2", s) for s in range(7)]
+
+
+def test_validation_psnr_scores_the_inference_output_in_every_phase():
+    # TwoPhase's phase-1 output is `first(lq)` alone, as MPI-Mamba's phase 1 restores with the ground-truth
+    # prior; val_psnr must score what the model deploys, model(lq) in eval mode, val_loss the phase's loss
+    model, val = th.TwoPhase(), th.blob_data(val=3).val
+    loss, score = validate(model, "phase1", val, torch.device("cpu"), seed=0)
+    assert model.training  # the mode is restored
+    model.eval()
+    with torch.no_grad():
+        inference = [float(psnr(model(lq[None])[0], gt)) for lq, gt in val]
+        phase = [model.training_loss(lq[None], gt[None], "phase1") for lq, gt in val]
+    assert score == pytest.approx(sum(inference) / len(val))
+    assert loss == pytest.approx(sum(float(r["loss"]) for r in phase) / len(val))
+    phase_psnr = sum(float(psnr(r["output"][0], gt)) for r, (_, gt) in zip(phase, val)) / len(val)
+    assert abs(score - phase_psnr) > 0.1  # the two outputs differ here, so the check above can fail
 
 
 def test_torchrun_two_processes_hold_identical_replicas(tmp_path):

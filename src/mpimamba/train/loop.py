@@ -8,7 +8,8 @@ the first half of the phase and then decays it along a cosine towards `min_lr` (
 Outputs in the run folder RUN (rank 0 only):
 - `checkpoint.pt` every `ckpt_every` steps and at the end of each phase, written atomically: model,
   optimiser, scheduler, phase, step and config. `resume=True` continues from it.
-- `log.csv` (+ TensorBoard events when installed), `config.json`, and the final model as
+- `log.csv` (+ TensorBoard events when installed; `val_psnr` scores the inference output `model(lq)`,
+  see `validate`), `config.json`, and the final model as
   `model.safetensors` + `model.json` (loadable with `mpimamba.models.load_model`).
 
 Exact resume: the batches of a step are a function of (seed, phase, step, rank) (see `train.data`), and
@@ -70,10 +71,13 @@ class PhaseLoss(nn.Module):
 
 @torch.no_grad()
 def validate(model: Restorer, phase: str, val: list, device: torch.device, seed: int) -> tuple[float, float]:
-    """Mean loss and PSNR (data range 1) of the phase's training output over the validation pairs.
+    """(mean loss, mean PSNR) over the validation pairs, in eval mode.
 
-    This is the output the phase trains: for MPI-Mamba's phase 1 that uses the ground-truth prior (an
-    upper bound); phase 2 and single-phase methods give the real inference output.
+    The loss is the phase's own training loss, the number the phase minimises. The PSNR (data range 1)
+    always scores the inference output `model(lq)`, what a user deploys, in every phase: for the first
+    phase of MPI-Mamba and DiffIR the phase's own output uses the prior extracted from the ground truth
+    and would flatter the model, so there the PSNR is of the backbone restoring with the prior the
+    (not yet trained) diffusion model generates from lq.
     """
     was_training = model.training
     model.eval()
@@ -81,9 +85,9 @@ def validate(model: Restorer, phase: str, val: list, device: torch.device, seed:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the same noise at every validation (diffusion priors sample)
         for lq, gt in val:
-            result = model.training_loss(lq[None].to(device), gt[None].to(device), phase)  # (1, C, H, W)
-            losses.append(float(result["loss"]))
-            psnrs.append(psnr(result["output"][0], gt.to(device)))
+            lq, gt = lq[None].to(device), gt[None].to(device)  # (1, C, H, W)
+            losses.append(float(model.training_loss(lq, gt, phase)["loss"]))
+            psnrs.append(psnr(model(lq)[0], gt[0]))
     model.train(was_training)
     return sum(losses) / len(losses), sum(psnrs) / len(psnrs)
 
