@@ -140,7 +140,7 @@ def train_rows(rows: list[Row], args, out: Path, **common) -> dict[str, list[Pat
             settings = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "lr": args.lr,
                         "device": args.device, **common, **row.settings}
             cfg = TrainConfig(seed=seed, label=row.label, out=str(out / row.key / f"seed{seed}"),
-                              ckpt_every=max(1, min(50, args.steps)), val_every=args.steps, val_images=4,
+                              ckpt_every=max(1, min(50, args.steps)), val_every=args.steps, val_images=2,
                               **settings)
             runs.setdefault(row.key, []).append(run_training(cfg))
     return runs
@@ -249,6 +249,11 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
     return md, csv_path
 
 
+def runs_root(name: str, args) -> Path:
+    """--out, or runs/experiments/NAME in the repository."""
+    return args.out or REPO / "runs" / "experiments" / name
+
+
 def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], test_pairs: PairConfig,
               train_settings: dict, budget: dict, notes: str) -> tuple[dict[str, list[Path]], Path]:
     """The whole recipe of a table: test set, training (resumable), evaluation, results files.
@@ -258,7 +263,7 @@ def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], tes
     """
     started = time.perf_counter()
     check_results(name, args.results, args.overwrite)
-    out = args.out or REPO / "runs" / "experiments" / name
+    out = runs_root(name, args)
     data_root = test_set(out, test_pairs, args.test_count, args.test_size)
     runs = train_rows(rows, args, out, **train_settings)
     table = evaluate_runs(runs, data_root, out / "report", args.device)

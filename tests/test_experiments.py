@@ -1,0 +1,83 @@
+"""experiments/: one table end to end at a smoke budget, then the rerun contract (reuse, resume, refuse)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+METHODS = ["fds", "nafnet"]
+SEEDS = ["1", "2"]
+
+
+@pytest.fixture
+def table1(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # the scripts import their sibling `common`
+    import table1
+
+    return table1
+
+
+def smoke_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--preset", "tiny", "--steps", "2", "--batch", "2", "--patch", "32", "--seeds", *SEEDS,
+            "--methods", *METHODS, "--test-count", "3", "--test-size", "32", "--device", "cpu",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), *extra]
+
+
+def model_files(runs: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted(runs.glob("*/seed*/model.safetensors"))}
+
+
+def test_table1_smoke_run_records_provenance_and_reruns_without_retraining(table1, tmp_path):
+    torch.set_num_threads(1)
+    args = smoke_args(tmp_path)
+    table1.main(args)
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    md, csv_text = (results / "table1.md").read_text(), (results / "table1.csv").read_text()
+    command = "python experiments/table1.py " + " ".join(args)
+    for text in (md, csv_text):
+        assert command in text
+        assert re.search(r"git revision: \**\s*[0-9a-f]{40} \((clean|working tree had uncommitted changes)\)",
+                         text.replace("**", "")), text
+        assert "2 steps per phase" in text and "batch 2" in text and "seeds 1 2" in text
+    rows = list(csv.DictReader(line for line in csv_text.splitlines() if not line.startswith("#")))
+    assert [r["row"] for r in rows] == ["input", *METHODS]
+    for r in rows[1:]:  # every method: both seeds, the three test images, a spread over seeds
+        assert r["seeds"] == "2" and r["images"] == "3"
+        assert float(r["psnr_std"]) >= 0 and 0 < float(r["ssim_mean"]) <= 1
+    for method in METHODS:
+        assert f"| {method} | " in md
+    assert (results / "figure6.png").stat().st_size > 0
+    before = model_files(runs)
+    assert len(before) == len(METHODS) * len(SEEDS)
+
+    # same command again: the results exist, so it stops before any work ...
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        table1.main(args)
+    # ... with --overwrite it reuses every finished run (no retraining) and writes identical numbers
+    table1.main(args + ["--overwrite"])
+    assert model_files(runs) == before
+    rerun = (results / "table1.csv").read_text()
+    assert rerun.splitlines()[-3:] == csv_text.splitlines()[-3:]
+
+    # an interrupted run (checkpoint, no final model) resumes from its checkpoint, not from scratch
+    run = runs / "fds" / "seed1"
+    weights = load_file(run / "model.safetensors")
+    checkpoint_mtime = (run / "checkpoint.pt").stat().st_mtime_ns
+    (run / "model.safetensors").unlink()
+    table1.main(args + ["--overwrite"])
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == checkpoint_mtime  # a fresh start would rewrite it
+    resumed = load_file(run / "model.safetensors")
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+    assert {p: t for p, t in model_files(runs).items() if p.parent != run} == \
+           {p: t for p, t in before.items() if p.parent != run}
+
+    # a finished run trained with another budget is never silently reused
+    with pytest.raises(ValueError, match="other settings"):
+        table1.main(smoke_args(tmp_path, "--overwrite", "--lr", "1e-3"))
