@@ -31,7 +31,7 @@ import torch
 
 from mpimamba.data.paired import PairedFolder
 from mpimamba.data.synthetic import write_dataset
-from mpimamba.eval.evaluate import METRICS, evaluate
+from mpimamba.eval.evaluate import INPUT, METRICS, evaluate
 from mpimamba.eval.figures import save_grid
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import resolve_device, restore
@@ -187,19 +187,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(script: str, argv: list[str], args, extra_budget: dict) -> dict[str, str]:
+def describe(config: PairConfig) -> str:
+    """A PairConfig as it goes into the results files: its set fields, exactly."""
+    return "PairConfig " + json.dumps(pairs_settings(config))
+
+
+def provenance(script: str, argv: list[str], args, extra_budget: dict, test_pairs: PairConfig) -> dict[str, str]:
     """Command, revision, hardware and training budget, as (name, text) lines for the results files."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "command": shlex.join(["python", script, *argv]),
         "git revision": _git(),
         "hardware": f"{_cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
-                    f"{torch.get_num_threads()} thread(s); GPU: {gpu}; training device: {args.device}",
+                    f"{torch.get_num_threads()} thread(s); GPU: {gpu}; training device: {resolve_device(args.device)}",
         "budget": f"preset {args.preset}; {args.steps} steps per phase; batch {args.batch}; lr {args.lr}; "
                   + "; ".join(f"{k} {v}" for k, v in extra_budget.items())
                   + f"; seeds {' '.join(map(str, args.seeds))}",
         "test set": f"{args.test_count} simulated images of {args.test_size}x{args.test_size}, "
-                    f"write_dataset seed {TEST_SEED}",
+                    f"write_dataset seed {TEST_SEED}, {describe(test_pairs)}",
     }
 
 
@@ -218,6 +223,11 @@ def check_results(name: str, results: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
 
 
+def _seeds(row: dict) -> int | str:
+    """Seeds behind a table row; none for the input row (the unrestored input has no training seed)."""
+    return "" if row["method"] == INPUT else row["checkpoints"]
+
+
 def write_results(name: str, title: str, table: list[dict], meta: dict[str, str], notes: str,
                   results: Path) -> tuple[Path, Path]:
     """results/NAME.md (title, provenance, the table, notes) and NAME.csv (provenance as # lines, then rows)."""
@@ -229,7 +239,7 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
                                   for k, v in meta.items()), "",
              "| Row | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | seeds | images |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {cell(r, 'psnr', 2)} | {cell(r, 'ssim', 4)} | {cell(r, 'nrmse', 4)} "
-              f"| {r['checkpoints']} | {r['images']} |" for r in table]
+              f"| {_seeds(r) or '—'} | {r['images']} |" for r in table]
     lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: DESIGN §5 "
               "(\"ours\" convention: float images, nRMSE by the target's range). The input row scores "
               "the unrestored input.", "", notes.strip(), ""]
@@ -243,7 +253,7 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in table:
-        writer.writerow({"row": r["method"], "seeds": r["checkpoints"], "images": r["images"],
+        writer.writerow({"row": r["method"], "seeds": _seeds(r), "images": r["images"],
                          **{c: r[c] for c in columns[3:]}})
     write_text_atomic(csv_path, buf.getvalue())
     return md, csv_path
@@ -267,7 +277,7 @@ def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], tes
     data_root = test_set(out, test_pairs, args.test_count, args.test_size)
     runs = train_rows(rows, args, out, **train_settings)
     table = evaluate_runs(runs, data_root, out / "report", args.device)
-    meta = provenance(f"experiments/{name}.py", argv, args, budget)
+    meta = provenance(f"experiments/{name}.py", argv, args, budget, test_pairs)
     meta["wall time"] = wall_time(runs, started)
     md, _ = write_results(name, title, table, meta, notes, args.results)
     print(f"wrote {md} and its .csv")

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     scanner_like = dataclasses.replace(common.AUTHORS_PAIRS, model="xspace")
     common.run_table("table3", TITLE, rows, args, argv, scanner_like,
                      {"method": "mpi_mamba", "patch": args.patch},
-                     {"patch": args.patch, "training data": "simulated stream, common.AUTHORS_PAIRS + x-space share",
-                      "test data": "x-space raster model"}, NOTES)
+                     {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)
+                                       + " with the row's share of model=xspace pairs"}, NOTES)
 
 
 if __name__ == "__main__":
