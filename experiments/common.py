@@ -83,29 +83,34 @@ def pairs_settings(config: PairConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
 
 
-def test_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
-    """The fixed test set OUT/testset-<size>px-<count>, simulated once; returns the dataset root.
+def simulated_set(root: Path, config: PairConfig, count: int, size: int, seed: int) -> Path:
+    """`write_dataset(root, count, ...)` unless ROOT already holds exactly that dataset; returns ROOT.
 
-    write_dataset splits 8:1:1, so 10·count pairs are drawn and the `count` of the test split are used
-    (the train/val splits are never read). A folder without a manifest is an interrupted write: redone.
+    A folder without a manifest is an interrupted write: redone. One made with other settings is refused.
     """
-    root = out / f"testset-{size}px-{count}"
     manifest = root / "manifest.json"
     if manifest.is_file():
         made = json.loads(manifest.read_text())
-        if made["protocol"] != json.loads(json.dumps({"size": size, **dataclasses.asdict(config)})):
+        wanted = json.loads(json.dumps({"size": size, **dataclasses.asdict(config)}))
+        if (made["protocol"], made["seed"], made["counts"]["total"]) != (wanted, seed, count):
             raise ValueError(f"{root} was simulated with other settings; delete it or pick another --out")
         return root
-    write_dataset(root, 10 * count, size, config, seed=TEST_SEED, fmt="npy", overwrite=True)
+    write_dataset(root, count, size, config, seed=seed, fmt="npy", overwrite=True)
     return root
+
+
+def test_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
+    """The fixed test set OUT/testset-<size>px-<count> (seed TEST_SEED), simulated once.
+
+    write_dataset splits 8:1:1, so 10·count pairs are drawn and the `count` of the test split are used
+    (the train/val splits are never read).
+    """
+    return simulated_set(out / f"testset-{size}px-{count}", config, 10 * count, size, TEST_SEED)
 
 
 def training_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
-    """A fixed on-disk training set OUT/trainset-<size>px-<count> (8:1:1; train and val used), made once."""
-    root = out / f"trainset-{size}px-{count}"
-    if not (root / "manifest.json").is_file():
-        write_dataset(root, count, size, config, seed=TRAIN_SET_SEED, fmt="npy", overwrite=True)
-    return root
+    """A fixed on-disk training set OUT/trainset-<size>px-<count> (seed TRAIN_SET_SEED; train and val used)."""
+    return simulated_set(out / f"trainset-{size}px-{count}", config, count, size, TRAIN_SET_SEED)
 
 
 def _comparable(settings: dict) -> dict:
@@ -132,13 +137,13 @@ def run_training(cfg: TrainConfig) -> Path:
     return run
 
 
-def train_rows(rows: list[Row], args, out: Path, **common) -> dict[str, list[Path]]:
+def train_rows(rows: list[Row], args, out: Path, **shared) -> dict[str, list[Path]]:
     """Train every row at every seed (rows outermost); returns row key -> run folders in seed order."""
     runs: dict[str, list[Path]] = {}
     for row in rows:
         for seed in args.seeds:
             settings = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "lr": args.lr,
-                        "device": args.device, **common, **row.settings}
+                        "device": args.device, **shared, **row.settings}
             cfg = TrainConfig(seed=seed, label=row.label, out=str(out / row.key / f"seed{seed}"),
                               ckpt_every=max(1, min(50, args.steps)), val_every=args.steps, val_images=2,
                               **settings)

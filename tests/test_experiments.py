@@ -6,6 +6,7 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -81,3 +82,23 @@ def test_table1_smoke_run_records_provenance_and_reruns_without_retraining(table
     # a finished run trained with another budget is never silently reused
     with pytest.raises(ValueError, match="other settings"):
         table1.main(smoke_args(tmp_path, "--overwrite", "--lr", "1e-3"))
+
+
+def test_simulated_sets_are_written_once_and_never_silently_replaced(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import dataclasses
+
+    import common
+
+    root = common.test_set(tmp_path, common.AUTHORS_PAIRS, 2, 16)
+    assert sorted(p.name for p in (root / "test" / "lq").iterdir()) == ["000018.npy", "000019.npy"]
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    assert common.test_set(tmp_path, common.AUTHORS_PAIRS, 2, 16) == root
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp  # reused, not re-simulated
+    with pytest.raises(ValueError, match="other settings"):
+        common.test_set(tmp_path, dataclasses.replace(common.AUTHORS_PAIRS, gradient=6.0), 2, 16)
+    # the training set of the same protocol is drawn from another seed: no test pair is a training pair
+    train_root = common.training_set(tmp_path, common.AUTHORS_PAIRS, 20, 16)
+    test_lq = [np.load(p) for p in (root / "test" / "lq").iterdir()]
+    for p in (train_root / "train" / "lq").iterdir():
+        assert not any(np.array_equal(np.load(p), t) for t in test_lq)
