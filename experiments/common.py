@@ -47,7 +47,8 @@ TRAIN_SET_SEED = 20_260_202  # write_dataset's generator for on-disk training se
 FIGURE_IMAGES = 4  # test images in a Figure-6-like grid
 
 # The authors' simulation setting (paper §Experiments; DESIGN §2): PSF model, isotropic gradient 9 T/m,
-# drive along x, target = the phantom, plus measurement noise at an SNR of 30-40 dB per pair.
+# drive along x, target = the phantom; plus measurement noise at an SNR of 30-40 dB per pair (the noise
+# level is our choice: the paper adds noise without a number we could reuse).
 AUTHORS_PAIRS = PairConfig(scan="x", target="phantom", model="psf", gradient=9.0, snr_db=(30.0, 40.0))
 
 

@@ -10,8 +10,9 @@ raster, one line per pixel row, Langevin particle response; `PairConfig(model="x
 scanner-like pairs only, from a seed no training stream uses. The paper mixes time-domain Lissajous
 simulations; our scanner-like protocol is a raster with the same x-space physics (DESIGN §2).
 
-Default budget (fits a 2-core CPU in about an hour at --preset small): 40 steps per phase, batch 4,
-patch 64, seeds 101 102, 30 test images of 64×64 — a check of the pipeline, far from convergence.
+Default budget (about an hour on a 2-core CPU at --preset small, estimated from the per-step times
+measured for Table 1): 40 steps per phase, batch 4, patch 64, seeds 101 102, 30 test images of 64×64 —
+a check of the pipeline, far from convergence.
 
 Writes results/table3.md and .csv; runs go to runs/experiments/table3/xspace<PCT>/seed<S> and are reused
 or resumed when the command is rerun.

@@ -12,9 +12,9 @@ Rows (network overrides through `TrainConfig.overrides`):
 Rows with the prior train in two phases, the others in one; every phase gets the same --steps.
 
 Data: the authors' setting (`common.AUTHORS_PAIRS`: PSF model, 9 T/m, x-scan, target = phantom,
-SNR 30-40 dB) for training and test. Default budget (fits a 2-core CPU in about an hour at --preset
-small): 80 steps per phase, batch 4, patch 64, seeds 101 102, 30 test images of 64×64 — a pipeline
-check, far from convergence.
+SNR 30-40 dB) for training and test. Default budget (about an hour on a 2-core CPU at --preset small,
+estimated from the per-step times measured for Table 1): 80 steps per phase, batch 4, patch 64, seeds
+101 102, 30 test images of 64×64 — a pipeline check, far from convergence.
 
 Writes results/table4.md and .csv; runs go to runs/experiments/table4/<row>/seed<S> and are reused or
 resumed when the command is rerun.

@@ -10,7 +10,8 @@ common.TRAIN_SET_SEED), so only the crop changes between rows — simulating 16�
 change the phantoms' scale instead. Data: the authors' setting (`common.AUTHORS_PAIRS`: PSF model,
 9 T/m, x-scan, target = phantom, SNR 30-40 dB) for training and test.
 
-Default budget (fits a 2-core CPU in about an hour at --preset small): 150 steps per phase, batch 4,
+Default budget (about an hour on a 2-core CPU at --preset small, estimated from the per-step times
+measured for Table 1; a step costs about in proportion to the patch area): 150 steps per phase, batch 4,
 seeds 101 102, 1000 training pairs, 30 test images of 64×64 — a pipeline check, far from convergence.
 
 Writes results/table5.md and .csv; runs go to runs/experiments/table5/patch<P>/seed<S> and are reused or
