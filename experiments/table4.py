@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     data = {"method": "mpi_mamba", "patch": args.patch,
             "synthetic": {"pairs": common.pairs_settings(common.AUTHORS_PAIRS)}}
     common.run_table("table4", TITLE, ROWS, args, argv, common.AUTHORS_PAIRS, data,
-                     {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES)
+                     {"patch": args.patch,
+                      "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES)
 
 
 if __name__ == "__main__":

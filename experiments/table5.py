@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
                      {"method": "mpi_mamba", "data": str(train_root)},
                      {"patches": " ".join(map(str, args.patches)),
                       "training data": f"{args.train_count} pairs on disk ({train_root.name}), "
-                                       f"write_dataset seed {common.TRAIN_SET_SEED}, {common.describe(common.AUTHORS_PAIRS)}"}, NOTES)
+                                       f"write_dataset seed {common.TRAIN_SET_SEED}, "
+                                       + common.describe(common.AUTHORS_PAIRS)}, NOTES)
 
 
 if __name__ == "__main__":
