@@ -193,13 +193,16 @@ def _add_demo(sub) -> None:
     p.add_argument("out", type=Path, help="folder for demo.png and metrics.md")
     p.add_argument("--model", type=Path, default=None, help="a checkpoint instead of the shipped model")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files")
+    p.add_argument("--per-category", type=int, default=2, help="pairs per phantom category (default 2)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> None:
     from .demo import run_demo
 
-    mean = run_demo(args.out, args.model, overwrite=args.overwrite)
+    if args.per_category < 1:
+        raise CLIError(f"--per-category must be at least 1, got {args.per_category}")
+    mean = run_demo(args.out, args.model, overwrite=args.overwrite, per_category=args.per_category)
     print(
         f"PSNR {mean['psnr_in']:.2f} -> {mean['psnr_out']:.2f} dB, SSIM {mean['ssim_in']:.3f} -> "
         f"{mean['ssim_out']:.3f}, nRMSE {mean['nrmse_in']:.4f} -> {mean['nrmse_out']:.4f}"
