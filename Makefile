@@ -14,7 +14,7 @@ $(BIN)/mpimamba: pyproject.toml constraints.txt
 setup: $(BIN)/mpimamba
 
 demo: setup
-	$(BIN)/mpimamba demo demo-out
+	$(BIN)/mpimamba demo demo-out --overwrite  # the target regenerates its own folder
 
 test: setup
 	$(BIN)/python -m pytest -q
