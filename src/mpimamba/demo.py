@@ -46,8 +46,8 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY):
     return pairs
 
 
-def _metrics_table(rows: list[dict]) -> str:
-    """Markdown: per-image scores and the mean gain of the output over the input."""
+def _metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
+    """Markdown of per-image scores and the mean gain over the input, and the mean scores themselves."""
     lines = [
         "| image | PSNR in | PSNR out | SSIM in | SSIM out | nRMSE in | nRMSE out |",
         "|---|---|---|---|---|---|---|",
