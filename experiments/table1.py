@@ -9,11 +9,12 @@ categories (`common.AUTHORS_PAIRS`). Every method sees the same simulated batche
 the same steps per phase (MPI-Mamba and DiffIR have two phases) and the same AdamW / constant-then-cosine
 schedule. Rows are mean ± std over the seeds (default 101 102 103).
 
-Default budget (fits a 2-core CPU in about an hour for all 24 runs at --preset small): 60 steps per
-phase, batch 4, 30 test images of 64×64 (measured here at 1 torch thread under load: one step of all 8
-methods, both phases where there are two, takes ~13 s at batch 4, MPI-Mamba ~6 s of it; 3 seeds x 60
-steps ≈ 40 min plus evaluation). That is far too short for the networks to converge; the table it
-gives checks the pipeline, not the paper's ranking — use a GPU and --steps in the thousands for that.
+Default budget (all 24 runs at --preset small on a 2-core CPU, idle, 2 torch threads: about 65 min):
+200 steps per phase, batch 4, 30 test images of 64×64. Measured per seed: MPI-Mamba ~540 s (two phases,
+~1.35 s/step), SwinIR ~145 s, Restormer ~130 s, DiffIR ~220 s (two phases), SFM ~85 s, AEPNet ~40 s,
+FDS ~33 s, NAFNet ~23 s. That is far too short for the networks to converge; the table it gives checks
+the pipeline and shows how fast each network learns early on, not the paper's ranking — use a GPU and
+--steps in the thousands for that.
 
 Writes results/table1.md, results/table1.csv and results/figure6.png (the first 4 test images restored by
 each method's first-seed run, with error maps). Runs go to runs/experiments/table1/<method>/seed<S>;
@@ -37,7 +38,7 @@ reflects how fast each network learns early on as much as how good it is. Figure
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    p = common.parser(__doc__, steps=60, batch=4, seeds=[101, 102, 103], test_count=30)
+    p = common.parser(__doc__, steps=200, batch=4, seeds=[101, 102, 103], test_count=30)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                    help="a subset of the methods (default: all 8)")
     p.add_argument("--patch", type=int, default=64, help="training patch (the paper: 64)")
