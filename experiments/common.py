@@ -234,9 +234,31 @@ def _seeds(row: dict) -> int | str:
     return "" if row["method"] == INPUT else row["checkpoints"]
 
 
+LOWER_IS_BETTER = {"nrmse"}
+METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "nrmse": "nRMSE"}
+
+
+def ranking(table: list[dict], focus: str | None = None) -> str:
+    """The trained rows ordered best first on each metric's mean, read off the table itself; with `focus`
+    (a row name) also where that row stands, so a results file states its ranking without being read."""
+    rows = [r for r in table if r["method"] != INPUT]
+    lines = ["Ranking by mean, best first:"]
+    places = []
+    for m in METRICS:
+        order = sorted(rows, key=lambda r: r[f"{m}_mean"], reverse=m not in LOWER_IS_BETTER)
+        lines.append(f"- {METRIC_NAMES[m]}: " + " > ".join(r["method"] for r in order))
+        names = [r["method"] for r in order]
+        if focus in names:
+            places.append(f"{names.index(focus) + 1} of {len(names)} on {METRIC_NAMES[m]}")
+    if places:
+        lines += ["", f"**{focus}** ranks " + ", ".join(places) + "."]
+    return "\n".join(lines)
+
+
 def write_results(name: str, title: str, table: list[dict], meta: dict[str, str], notes: str,
-                  results: Path) -> tuple[Path, Path]:
-    """results/NAME.md (title, provenance, the table, notes) and NAME.csv (provenance as # lines, then rows)."""
+                  results: Path, focus: str | None = None) -> tuple[Path, Path]:
+    """results/NAME.md (title, provenance, the table, its ranking, notes) and NAME.csv (provenance as
+    # lines, then rows)."""
     def cell(row: dict, m: str, digits: int) -> str:
         std = row[f"{m}_std"]
         return f"{row[f'{m}_mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
@@ -248,7 +270,7 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
               f"| {_seeds(r) or '—'} | {r['images']} |" for r in table]
     lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: DESIGN §5 "
               "(\"ours\" convention: float images, nRMSE by the target's range). The input row scores "
-              "the unrestored input.", "", notes.strip(), ""]
+              "the unrestored input.", "", ranking(table, focus), "", notes.strip(), ""]
     md, csv_path = results / f"{name}.md", results / f"{name}.csv"
     write_text_atomic(md, "\n".join(lines))
 
@@ -271,11 +293,13 @@ def runs_root(name: str, args) -> Path:
 
 
 def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], test_pairs: PairConfig,
-              train_settings: dict, budget: dict, notes: str) -> tuple[dict[str, list[Path]], Path]:
+              train_settings: dict, budget: dict, notes: str,
+              focus: str | None = None) -> tuple[dict[str, list[Path]], Path]:
     """The whole recipe of a table: test set, training (resumable), evaluation, results files.
 
     `train_settings` are TrainConfig fields shared by all rows; `budget` lists the table-specific
-    budget items (patch, data) for the results header. Returns the runs and the test-set root.
+    budget items (patch, data) for the results header; `focus` names the row whose rank the results
+    state. Returns the runs and the test-set root.
     """
     started = time.perf_counter()
     check_results(name, args.results, args.overwrite)
@@ -285,6 +309,6 @@ def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], tes
     table = evaluate_runs(runs, data_root, out / "report", args.device)
     meta = provenance(f"experiments/{name}.py", argv, args, budget, test_pairs)
     meta["wall time"] = wall_time(runs, started)
-    md, _ = write_results(name, title, table, meta, notes, args.results)
+    md, _ = write_results(name, title, table, meta, notes, args.results, focus)
     print(f"wrote {md} and its .csv")
     return runs, data_root

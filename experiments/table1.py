@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     data = {"synthetic": {"pairs": common.pairs_settings(common.AUTHORS_PAIRS)}, "patch": args.patch}
     runs, test_root = common.run_table(
         "table1", TITLE, rows, args, argv, common.AUTHORS_PAIRS, data,
-        {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES)
+        {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES,
+        focus="mpi_mamba")
     figure = common.save_figure({m: seeds[0] for m, seeds in runs.items()}, {r.key: r.label for r in rows},
                                 test_root, args.results / "figure6.png", args.device)
     print(f"wrote {figure}")

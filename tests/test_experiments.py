@@ -102,3 +102,20 @@ def test_simulated_sets_are_written_once_and_never_silently_replaced(monkeypatch
     test_lq = [np.load(p) for p in (root / "test" / "lq").iterdir()]
     for p in (train_root / "train" / "lq").iterdir():
         assert not any(np.array_equal(np.load(p), t) for t in test_lq)
+
+
+def test_ranking_orders_each_metric_by_its_own_direction_and_states_the_focus_row(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import common
+
+    def row(name, psnr, ssim, nrmse):
+        return {"method": name, "psnr_mean": psnr, "ssim_mean": ssim, "nrmse_mean": nrmse}
+
+    table = [row("input", 99.0, 1.0, 0.0),  # the input row never takes part, however it scores
+             row("a", 20.0, 0.5, 0.20), row("b", 18.0, 0.7, 0.10), row("c", 19.0, 0.6, 0.30)]
+    text = common.ranking(table, focus="c")
+    assert "- PSNR: a > c > b" in text
+    assert "- SSIM: b > c > a" in text
+    assert "- nRMSE: b > a > c" in text  # lower is better
+    assert "**c** ranks 2 of 3 on PSNR, 2 of 3 on SSIM, 3 of 3 on nRMSE." in text
+    assert "ranks" not in common.ranking(table)
