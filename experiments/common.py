@@ -171,7 +171,8 @@ def save_figure(runs: dict[str, Path], labels: dict[str, str], data_root: Path, 
     return save_grid(path, rows, overwrite=True)
 
 
-def _git() -> str:
+def git_revision() -> str:
+    """HEAD of this checkout, and whether tracked files had uncommitted changes."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -203,7 +204,7 @@ def provenance(script: str, argv: list[str], args, extra_budget: dict, test_pair
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "command": shlex.join(["python", script, *argv]),
-        "git revision": _git(),
+        "git revision": git_revision(),
         "hardware": f"{_cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
                     f"{torch.get_num_threads()} thread(s); GPU: {gpu}; training device: {resolve_device(args.device)}",
         "budget": f"preset {args.preset}; {args.steps} steps per phase; batch {args.batch}; lr {args.lr}; "
@@ -240,15 +241,19 @@ METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "nrmse": "nRMSE"}
 
 def ranking(table: list[dict], focus: str | None = None) -> str:
     """The trained rows ordered best first on each metric's mean, read off the table itself; with `focus`
-    (a row name) also where that row stands, so a results file states its ranking without being read."""
+    (a row label, as in the table's first column) also where that row stands, so a results file states
+    its ranking without being read."""
     rows = [r for r in table if r["method"] != INPUT]
-    lines = ["Ranking by mean, best first:"]
+    if focus is not None and focus not in [r["method"] for r in rows]:
+        raise ValueError(f"focus row {focus!r} is not in the table; its rows are {[r['method'] for r in rows]}")
+    lines = ["Ranking by mean, best first (a `>` between rows whose means differ by less than their seed "
+             "standard deviations is not a measured difference):"]
     places = []
     for m in METRICS:
         order = sorted(rows, key=lambda r: r[f"{m}_mean"], reverse=m not in LOWER_IS_BETTER)
         lines.append(f"- {METRIC_NAMES[m]}: " + " > ".join(r["method"] for r in order))
         names = [r["method"] for r in order]
-        if focus in names:
+        if focus is not None:
             places.append(f"{names.index(focus) + 1} of {len(names)} on {METRIC_NAMES[m]}")
     if places:
         lines += ["", f"**{focus}** ranks " + ", ".join(places) + "."]

@@ -1,15 +1,17 @@
-"""Where does a trained MPI-Mamba lose: in the prior the CL-DM generates, or in the backbone itself?
+"""How much does a trained MPI-Mamba's output depend on its latent prior?
 
     python experiments/prior_diagnostic.py            # the Table 1 runs (run experiments/table1.py first)
 
-Scores each run's backbone on the Table 1 test set with three priors:
+Scores each run (a run folder or a .safetensors file) on the Table 1 test set with three priors:
 - generated: ẑ from the CL-DM given the input alone — what inference runs, the Table 1 number;
 - oracle: z = LFE(ground truth, input), the phase-1 prior, which needs the ground truth. Phase 2
   fine-tunes the backbone on ẑ, so this is not an upper bound for the final network (its SSIM can be
-  lower); it shows whether handing the backbone ground-truth information would still raise its PSNR;
-- zero: all-zero prior tokens (how much the backbone leans on the prior at all).
-If oracle ≈ generated in PSNR, a better prior generator would not help and the backbone limits the run.
-Writes results/<name>.md (default table1-prior-diagnostic.md); outputs are scored unclamped, as in Table 1.
+  lower than the generated prior's);
+- zero: all-zero prior tokens.
+When the three score alike, the backbone does the work and the prior carries little; when zero falls far
+below the others, the prior matters. It does not say whether a better CL-DM would help a fine-tuned
+backbone. Writes results/<name>.md (default table1-prior-diagnostic.md; kept unless --overwrite);
+outputs are scored unclamped, as in Table 1.
 """
 
 from __future__ import annotations
@@ -25,13 +27,10 @@ from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.evaluate import METRICS
 from mpimamba.eval.metrics import scores
 from mpimamba.fileutil import write_text_atomic
+from mpimamba.models.base import pad_to_multiple
 from mpimamba.models.checkpoint import load_model
 
-EXPLANATION = """generated: the CL-DM's prior from the input alone (inference; Table 1's number). oracle: the phase-1
-prior LFE(ground truth, input); phase 2 fine-tuned the backbone on the generated prior, so the oracle is not
-an upper bound (its SSIM can be lower), but it shows whether ground-truth information in the prior would
-still raise PSNR. zero: all-zero prior tokens. If oracle ≈ generated in PSNR, the backbone, not the prior
-generator, limits the run."""
+PRIORS = ("generated", "oracle", "zero")
 
 
 def shown(path: Path) -> Path:
@@ -46,39 +45,46 @@ def score_priors(run: Path, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, dic
     model = load_model(run).eval()
     if not model.config.use_prior:
         raise ValueError(f"{run} is an MPI-Mamba without the latent prior: nothing to diagnose")
-    generated, _, oracle_z = model.phase2(lq, gt)
-    outputs = {"generated": generated, "oracle": model.backbone(lq, oracle_z),
-               "zero": model.backbone(lq, torch.zeros_like(oracle_z))}
-    return {kind: {m: float(v.mean()) for m, v in scores(out, gt).items()} for kind, out in outputs.items()}  # (B,) each
+    generated, _, oracle_z = model.phase2(lq, gt)  # phase2 pads and crops by itself
+    lq_padded, (h, w) = pad_to_multiple(lq, model.size_multiple)  # the backbone needs sides divisible by 8
+    outputs = {"generated": generated,
+               "oracle": model.backbone(lq_padded, oracle_z)[..., :h, :w],
+               "zero": model.backbone(lq_padded, torch.zeros_like(oracle_z))[..., :h, :w]}
+    # scores() gives (B,) per metric; the row is their mean
+    return {kind: {m: float(v.mean()) for m, v in scores(outputs[kind], gt).items()} for kind in PRIORS}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     table1 = common.REPO / "runs" / "experiments" / "table1"
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="*", type=Path, help="MPI-Mamba run folders (default: Table 1's mpi_mamba/seed*)")
-    p.add_argument("--test", type=Path, default=table1 / "testset-64px-30", help="a dataset root with a test split")
-    p.add_argument("--name", default="table1-prior-diagnostic", help="results file stem")
-    p.add_argument("--results", type=Path, default=common.RESULTS)
-    args = p.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=Path,
+                        help="MPI-Mamba run folders or .safetensors files (default: Table 1's mpi_mamba/seed*)")
+    parser.add_argument("--test", type=Path, default=table1 / "testset-64px-30", help="a dataset root with a test split")
+    parser.add_argument("--name", default="table1-prior-diagnostic", help="results file stem")
+    parser.add_argument("--results", type=Path, default=common.RESULTS)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    args = parser.parse_args(argv)
+    common.check_results(args.name, args.results, args.overwrite)
     runs = args.runs or sorted((table1 / "mpi_mamba").glob("seed*"))
     if not runs:
         raise SystemExit(f"no runs given and none under {table1 / 'mpi_mamba'}: run experiments/table1.py first")
 
     dataset = PairedFolder(args.test, "test")
-    pairs = [dataset.read_pair(i) for i in range(len(dataset))]
-    lq, gt = (torch.stack([torch.as_tensor(p[k], dtype=torch.float32).reshape(1, *p[k].shape[-2:]) for p in pairs])
-              for k in (0, 1))  # (B, 1, H, W) each
+    pairs = [dataset.read_pair(i) for i in range(len(dataset))]  # (H, W) or (1, H, W) arrays
+    lq, gt = (torch.stack([torch.as_tensor(pair[k], dtype=torch.float32).reshape(1, *pair[k].shape[-2:])
+                           for pair in pairs]) for k in (0, 1))  # (B, 1, H, W) each
 
     command = " ".join(["python experiments/prior_diagnostic.py", *argv])
     lines = ["# MPI-Mamba: generated vs oracle vs zero prior", "", f"- **command**: `{command}`",
+             f"- **git revision**: {common.git_revision()}",
              f"- **test set**: {shown(args.test)} ({len(dataset)} images)", "",
              "| run | prior | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ |", "|---|---|---|---|---|"]
     for run in runs:
         for kind, values in score_priors(run, lq, gt).items():
             lines.append(f"| {shown(run)} | {kind} | "
                          + " | ".join(f"{values[m]:.{2 if m == 'psnr' else 4}f}" for m in METRICS) + " |")
-    lines += ["", EXPLANATION, ""]
+    lines += ["", __doc__.split("\n\n", 2)[2].strip(), ""]  # the docstring's explanation of the rows
     path = args.results / f"{args.name}.md"
     write_text_atomic(path, "\n".join(lines))
     print("\n".join(lines))

@@ -119,29 +119,33 @@ def test_ranking_orders_each_metric_by_its_own_direction_and_states_the_focus_ro
     assert "- nRMSE: b > a > c" in text  # lower is better
     assert "**c** ranks 2 of 3 on PSNR, 2 of 3 on SSIM, 3 of 3 on nRMSE." in text
     assert "ranks" not in common.ranking(table)
+    with pytest.raises(ValueError, match="'d' is not in the table"):
+        common.ranking(table, focus="d")
 
 
 def test_prior_diagnostic_scores_generated_oracle_and_zero_priors(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import prior_diagnostic
 
+    from mpimamba.eval.metrics import scores
     from mpimamba.models import build
-    from mpimamba.models.checkpoint import save_model
+    from mpimamba.models.base import pad_to_multiple
+    from mpimamba.models.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
     weights = save_model(build("mpi_mamba", "tiny"), tmp_path / "run" / "model")
-    lq, gt = torch.rand(3, 1, 32, 32), torch.rand(3, 1, 32, 32)
+    lq, gt = torch.rand(3, 1, 30, 30), torch.rand(3, 1, 30, 30)  # 30: not a multiple of 8, so padding is needed
     result = prior_diagnostic.score_priors(weights, lq, gt)
-    assert set(result) == {"generated", "oracle", "zero"}
-    for values in result.values():
-        assert set(values) == {"psnr", "ssim", "nrmse"} and all(np.isfinite(v) for v in values.values())
-    # the generated prior is what inference runs: its score is the model's own restore()
-    expected = float(prior_diagnostic.scores(build_restore(weights, lq), gt)["psnr"].mean())
-    assert result["generated"]["psnr"] == pytest.approx(expected, rel=1e-6)
 
-
-def build_restore(weights, lq):
-    from mpimamba.models.checkpoint import load_model
-
+    model = load_model(weights).eval()
     with torch.no_grad():
-        return load_model(weights).eval().restore(lq)
+        lq_padded, _ = pad_to_multiple(lq, 8)
+        tokens = model.phase1(lq, gt)[1]
+        expected = {"generated": model.restore(lq),  # what inference runs
+                    "oracle": model.phase1(lq, gt)[0],  # the backbone given the phase-1 prior
+                    "zero": model.backbone(lq_padded, torch.zeros_like(tokens))[..., :30, :30]}
+    assert list(result) == ["generated", "oracle", "zero"]
+    for kind, output in expected.items():
+        for metric, values in scores(output, gt).items():
+            assert result[kind][metric] == pytest.approx(float(values.mean()), rel=1e-6), (kind, metric)
+    assert result["oracle"]["psnr"] != result["zero"]["psnr"]  # the rows are different outputs
