@@ -10,8 +10,10 @@ Scores each run (a run folder or a .safetensors file) on the Table 1 test set wi
 - zero: all-zero prior tokens.
 When the three score alike, the backbone does the work and the prior carries little; when zero falls far
 below the others, the prior matters. It does not say whether a better CL-DM would help a fine-tuned
-backbone. Writes results/<name>.md (default table1-prior-diagnostic.md; kept unless --overwrite);
-outputs are scored unclamped, as in Table 1.
+backbone.
+
+Writes results/<name>.md (default table1-prior-diagnostic.md; kept unless --overwrite); outputs are scored
+unclamped, as in Table 1.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         for kind, values in score_priors(run, lq, gt).items():
             lines.append(f"| {shown(run)} | {kind} | "
                          + " | ".join(f"{values[m]:.{2 if m == 'psnr' else 4}f}" for m in METRICS) + " |")
-    lines += ["", __doc__.split("\n\n", 2)[2].strip(), ""]  # the docstring's explanation of the rows
+    lines += ["", __doc__.split("\n\n")[2].strip(), ""]  # the docstring's paragraph explaining the rows
     path = args.results / f"{args.name}.md"
     write_text_atomic(path, "\n".join(lines))
     print("\n".join(lines))
