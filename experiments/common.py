@@ -31,7 +31,7 @@ import torch
 
 from mpimamba.data.paired import PairedFolder
 from mpimamba.data.synthetic import write_dataset
-from mpimamba.eval.evaluate import INPUT, METRICS, evaluate
+from mpimamba.eval.evaluate import INPUT, METRICS, evaluate, score_cells
 from mpimamba.eval.figures import save_grid
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import resolve_device, restore
@@ -264,14 +264,10 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
                   results: Path, focus: str | None = None) -> tuple[Path, Path]:
     """results/NAME.md (title, provenance, the table, its ranking, notes) and NAME.csv (provenance as
     # lines, then rows)."""
-    def cell(row: dict, m: str, digits: int) -> str:
-        std = row[f"{m}_std"]
-        return f"{row[f'{m}_mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
-
     lines = [f"# {title}", "", *(f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}"
                                   for k, v in meta.items()), "",
              "| Row | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | seeds | images |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {cell(r, 'psnr', 2)} | {cell(r, 'ssim', 4)} | {cell(r, 'nrmse', 4)} "
+    lines += [f"| {r['method']} | {score_cells(r)} "
               f"| {_seeds(r) or '—'} | {r['images']} |" for r in table]
     lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: DESIGN §5 "
               "(\"ours\" convention: float images, nRMSE by the target's range). The input row scores "

@@ -26,7 +26,7 @@ import torch
 
 import common
 from mpimamba.data.paired import PairedFolder
-from mpimamba.eval.evaluate import METRICS
+from mpimamba.eval.evaluate import METRICS, format_score
 from mpimamba.eval.metrics import scores
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.models.base import pad_to_multiple
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no runs given and none under {table1 / 'mpi_mamba'}: run experiments/table1.py first")
 
     dataset = PairedFolder(args.test, "test")
-    pairs = [dataset.read_pair(i) for i in range(len(dataset))]  # (H, W) or (1, H, W) arrays
-    lq, gt = (torch.stack([torch.as_tensor(pair[k], dtype=torch.float32).reshape(1, *pair[k].shape[-2:])
-                           for pair in pairs]) for k in (0, 1))  # (B, 1, H, W) each
+    lq, gt = (torch.stack(images) for images in zip(*(dataset[i] for i in range(len(dataset)))))  # (B, 1, H, W) each
 
     command = " ".join(["python experiments/prior_diagnostic.py", *argv])
     lines = ["# MPI-Mamba: generated vs oracle vs zero prior", "", f"- **command**: `{command}`",
@@ -84,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
              "| run | prior | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ |", "|---|---|---|---|---|"]
     for run in runs:
         for kind, values in score_priors(run, lq, gt).items():
-            lines.append(f"| {shown(run)} | {kind} | "
-                         + " | ".join(f"{values[m]:.{2 if m == 'psnr' else 4}f}" for m in METRICS) + " |")
+            lines.append(f"| {shown(run)} | {kind} | " + " | ".join(format_score(m, values[m]) for m in METRICS) + " |")
     lines += ["", __doc__.split("\n\n")[2].strip(), ""]  # the docstring's paragraph explaining the rows
     path = args.results / f"{args.name}.md"
     write_text_atomic(path, "\n".join(lines))

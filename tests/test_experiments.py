@@ -140,9 +140,9 @@ def test_prior_diagnostic_scores_generated_oracle_and_zero_priors(monkeypatch, t
     model = load_model(weights).eval()
     with torch.no_grad():
         lq_padded, _ = pad_to_multiple(lq, 8)
-        tokens = model.phase1(lq, gt)[1]
+        oracle, tokens = model.phase1(lq, gt)  # the backbone given the phase-1 prior
         expected = {"generated": model.restore(lq),  # what inference runs
-                    "oracle": model.phase1(lq, gt)[0],  # the backbone given the phase-1 prior
+                    "oracle": oracle,
                     "zero": model.backbone(lq_padded, torch.zeros_like(tokens))[..., :30, :30]}
     assert list(result) == ["generated", "oracle", "zero"]
     for kind, output in expected.items():

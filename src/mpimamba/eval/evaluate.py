@@ -31,8 +31,20 @@ from .figures import save_comparison, save_grid
 from .metrics import CONVENTIONS, scores
 
 METRICS = ("psnr", "ssim", "nrmse")
+DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4}  # decimals every results table shows
 INPUT = "input"
 GRID_IMAGES = 4
+
+
+def format_score(metric: str, mean: float, std: float | str = "") -> str:
+    """A table cell: the mean, and "± std" when a spread over seeds exists ("" when it does not)."""
+    digits = DIGITS[metric]
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
+
+
+def score_cells(row: dict) -> str:
+    """A summary row's PSNR | SSIM | nRMSE cells (from its <metric>_mean and <metric>_std fields)."""
+    return " | ".join(format_score(m, row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS)
 
 
 @dataclass
@@ -89,10 +101,6 @@ def summarise(per_image: list[dict]) -> list[dict]:
 
 
 def _markdown(table: list[dict], convention: str, split: str) -> str:
-    def cell(row, m, digits):
-        std = row[f"{m}_std"]
-        return f"{row[f'{m}_mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
-
     lines = [
         f"Split: {split}. Metrics: {convention} convention (DESIGN §5). Mean over test images; "
         "± = standard deviation over checkpoints (seeds) sharing a method label.",
@@ -102,8 +110,7 @@ def _markdown(table: list[dict], convention: str, split: str) -> str:
     ]
     for row in table:
         lines.append(
-            f"| {row['method']} | {cell(row, 'psnr', 2)} | {cell(row, 'ssim', 4)} | {cell(row, 'nrmse', 4)} "
-            f"| {row['checkpoints']} | {row['images']} |"
+            f"| {row['method']} | {score_cells(row)} | {row['checkpoints']} | {row['images']} |"
         )
     return "\n".join(lines) + "\n"
 
