@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mpimamba.models import ssm, ssm_chunked
+from mpimamba.models import ssm
+from mpimamba.models.ssm import chunked as ssm_chunked
 
 FAST = ["cpu", "chunked"]
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
@@ -13,7 +14,7 @@ NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     # 16-step chunks so short test sequences span several chunks, the last one partial (L = 150 = 9·16 + 6).
-    # The cpu kernel's checkpoint segment is 64 steps, so L = 150 also crosses two segment boundaries.
+    # The cpu kernel's checkpoint segment is 32 steps, so L = 150 also crosses four segment boundaries.
     monkeypatch.setattr(ssm_chunked, "CHUNK", 16)
 
 
@@ -121,7 +122,7 @@ def test_auto_picks_cpu_kernel_on_cpu():
 
 
 def test_cpu_kernel_keeps_torch_thread_count():
-    """numba's OpenMP layer shares torch's runtime; the backend must not leave torch on another count."""
+    """The kernel never touches thread counts (they are set once per process, mpimamba.threads)."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -135,7 +136,7 @@ def test_without_numba(monkeypatch):
     """No numba: `cpu` explains itself and `auto` falls back to the reference."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "mpimamba.models.ssm_cpu", None)  # makes its import fail
+    monkeypatch.setitem(sys.modules, "mpimamba.models.ssm.cpu", None)  # makes its import fail
     monkeypatch.setattr(ssm, "importable", lambda name: name != "numba")
     inputs = {k: v.float() for k, v in make_inputs(length=5).items()}
     with pytest.raises(RuntimeError, match="numba"):

@@ -57,7 +57,6 @@ class MPIMambaConfig:
     beta_start: float = 0.1
     beta_end: float = 0.99
     inference_seed: int = 0  # the fixed start noise of the eval-mode chain (see diffusion.start_noise)
-    scan_backend: str = "auto"
 
 
 class PriorModulation(nn.Module):
@@ -79,7 +78,7 @@ class LFFSSMBlock(nn.Module):
     def __init__(self, channels: int, heads: int, cfg: MPIMambaConfig, prior_dim: int | None = None):
         super().__init__()
         self.norm1 = ChannelLayerNorm(channels)
-        self.mixer = SS2D(channels, cfg.d_state, scan_backend=cfg.scan_backend) if cfg.use_ssm else TransposedAttention(channels, heads)
+        self.mixer = SS2D(channels, cfg.d_state) if cfg.use_ssm else TransposedAttention(channels, heads)
         self.norm2 = ChannelLayerNorm(channels)
         self.ffn = GatedDConvFeedForward(channels, cfg.ffn_expansion)
         self.modulate_mixer = PriorModulation(prior_dim, channels) if prior_dim else None
@@ -192,6 +191,9 @@ class MPIMamba(Restorer):
 
     def __init__(self, **kwargs):
         super().__init__()
+        # Model files written before the scan backend became a run-time choice (models.ssm) stored it as
+        # architecture; it never changed the weights, so it is dropped and the run-time choice applies.
+        kwargs.pop("scan_backend", None)
         self.config = cfg = MPIMambaConfig(**kwargs)
         self.phases = ("phase1", "phase2") if cfg.use_prior else ("main",)
         self.backbone = PriorUNet(cfg)

@@ -6,8 +6,11 @@ reads the image in four orders — rows, columns, and both reversed — each wit
 
     x, z = in_proj(input)                 # x: signal, z: gate, each 2x the width
     x = SiLU(depthwise 3x3 conv(x))
-    y = sum over the 4 orders of scan(x)  # one batched selective_scan call, K*D channels
+    y = sum over the 4 orders of scan(x)  # one ss2d_scan call; the cpu kernel walks the orders by index
     out = out_proj(LayerNorm(y) * SiLU(z))
+
+Everything around the scan stays channels last, (B, H·W, ·), the layout the linear layers and the
+LayerNorm want, so the only layout changes are the two around the depthwise convolution.
 """
 
 from __future__ import annotations
@@ -18,37 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ssm import selective_scan
-
-NUM_ORDERS = 4  # rows, columns, rows reversed, columns reversed
-
-
-def scan_orders(x: torch.Tensor) -> torch.Tensor:
-    """(B, D, H, W) -> (B, 4, D, H*W): the pixels in row-major, column-major and both reversed."""
-    rows = x.flatten(2)  # (B, D, HW), along W first
-    cols = x.transpose(2, 3).flatten(2)  # (B, D, WH), along H first
-    forward = torch.stack([rows, cols], dim=1)  # (B, 2, D, L)
-    return torch.cat([forward, forward.flip(-1)], dim=1)
-
-
-def merge_orders(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Inverse of `scan_orders` followed by the sum: (B, 4, D, L) -> (B, D, H, W)."""
-    y = y[:, :2] + y[:, 2:].flip(-1)  # undo the reversal, (B, 2, D, L)
-    rows = y[:, 0].unflatten(-1, (height, width))
-    cols = y[:, 1].unflatten(-1, (width, height)).transpose(2, 3)
-    return rows + cols
+from .ssm import NUM_ORDERS, ss2d_scan
 
 
 class SS2D(nn.Module):
     """(B, C, H, W) -> (B, C, H, W). `expand` sets the inner width, `d_state` the SSM state size N."""
 
     def __init__(self, channels: int, d_state: int = 16, expand: int = 2,
-                 dt_min: float = 1e-3, dt_max: float = 0.1, scan_backend: str = "auto"):
+                 dt_min: float = 1e-3, dt_max: float = 0.1):
         super().__init__()
         inner = expand * channels
         self.inner, self.d_state = inner, d_state
         self.dt_rank = math.ceil(channels / 16)
-        self.scan_backend = scan_backend
 
         self.in_proj = nn.Linear(channels, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, 3, padding=1, groups=inner)
@@ -77,21 +61,20 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
+        k, r, n = NUM_ORDERS, self.dt_rank, self.d_state
         xz = self.in_proj(x.permute(0, 2, 3, 1))  # (B, H, W, 2D)
         x, z = xz.chunk(2, dim=-1)
         x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
+        x = x.permute(0, 2, 3, 1).reshape(b, h * w, self.inner)  # (B, L, D), channels last
 
-        xs = scan_orders(x)  # (B, K, D, L)
-        projected = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
-        dt, B, C = projected.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)  # (B, K, D, L)
+        # every order's Δ/B/C projection of every pixel in one matmul: (B, L, D) @ (D, K·(R + 2N))
+        projected = (x @ self.x_proj_weight.flatten(0, 1).t()).view(b, h * w, k, r + 2 * n)
+        dt, B, C = projected.split([r, n, n], dim=-1)  # (B, L, K, R), (B, L, K, N) twice
+        # the per-order low-rank Δ map as one block-diagonal matmul: (B, L, K·R) @ (K·R, K·D)
+        dt_map = torch.block_diag(*self.dt_proj_weight.transpose(1, 2))
+        dt = (dt.reshape(b, h * w, k * r) @ dt_map).view(b, h * w, k, self.inner)  # (B, L, K, D)
 
-        # the four orders as K*D channels of one scan; B/C grouped: order k drives its own D channels
-        y = selective_scan(
-            xs.flatten(1, 2), dt.flatten(1, 2), -torch.exp(self.A_log), B, C, self.D,
-            delta_bias=self.dt_proj_bias.flatten(), delta_softplus=True, backend=self.scan_backend,
-        )  # (B, K*D, L)
-        y = merge_orders(y.unflatten(1, (NUM_ORDERS, self.inner)), h, w)  # (B, D, H, W)
-
-        y = self.out_norm(y.permute(0, 2, 3, 1)) * F.silu(z)  # (B, H, W, D)
-        return self.out_proj(y).permute(0, 3, 1, 2)  # (B, C, H, W)
+        y = ss2d_scan(x, dt, -torch.exp(self.A_log).view(k, self.inner, n), B.contiguous(), C.contiguous(),
+                      self.D.view(k, self.inner), self.dt_proj_bias, h, w)  # (B, L, D)
+        y = self.out_norm(y) * F.silu(z.reshape(b, h * w, self.inner))
+        return self.out_proj(y).transpose(1, 2).reshape(b, -1, h, w)  # (B, C, H, W)

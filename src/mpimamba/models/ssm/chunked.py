@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ssm import _prepare_delta
+from .common import prepare_delta
 
 CHUNK = 128  # steps per chunk: log2(K) doubling rounds per chunk against Python overhead per chunk
 
@@ -58,7 +58,7 @@ class _ChunkScan(torch.autograd.Function):
     The backward recomputes the states (saving them would cost (B, D, N, K) per chunk for the whole
     sequence) and runs the same doubling scan backwards in time for λ_t = ∂loss/∂h_t:
         λ_t = C_t gy_t + exp(Δ_{t+1} A) λ_{t+1},
-    then every gradient is a sum of products of λ, the states and the inputs (see ssm_cpu.py)."""
+    then every gradient is a sum of products of λ, the states and the inputs (see cpu.py)."""
 
     @staticmethod
     def forward(ctx, h, u, delta, A, B, C):
@@ -92,7 +92,7 @@ def _chunk(h, u, delta, z, A, B, C, D, delta_bias, delta_softplus):
     u, delta, z: (B, G, E, K); A: (G, E, N); B, C: (B, G, N, K); D, delta_bias: (G, E).
     Returns the chunk's output (B, G, E, K) and its last state. Δ's bias and softplus, D and the z gate are
     applied here, per chunk, so no extra (B, D, L) tensor is made when no graph is recorded."""
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    delta = prepare_delta(delta, delta_bias, delta_softplus)
     y, h = _ChunkScan.apply(h, u, delta, A, B, C)
     if D is not None:
         y = y + D[..., None] * u

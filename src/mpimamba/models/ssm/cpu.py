@@ -1,0 +1,236 @@
+"""The `cpu` backend of the selective scan: numba kernels vectorised across channels, hand-written backward.
+
+Layout: channels last. Every tensor the kernels read is (batch, position, order, channel) or
+(batch, position, order, state), so at one step of one scan order the E channels of a pixel are contiguous
+and the inner loops over channels compile to SIMD instructions (the channels are independent recurrences:
+they are the vector lanes). A work item is one (batch, order) pair; its state h is an (N, E) array that
+stays in L1 cache for the whole sequence.
+
+Scan orders by index: step t of order k reads and writes pixel `positions[k, t]` (rows, columns, rows
+reversed, columns reversed: `ssm.order_positions`), so SS2D's four orders read the same (B, H·W, E)
+activations in place; no flipped or transposed copy is made. The generic mamba_ssm-shaped API walks every
+group in plain order (positions[k, t] = t).
+
+What the kernels compute, per order k, with Δ given (its bias and softplus are applied by the caller in
+PyTorch, vectorised, and differentiated by autograd):
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t,      y_t = C_t · h_t
+(no D skip and no z gate: the callers add those in PyTorch too).
+
+Precision: float32 everywhere as in mamba_ssm's CUDA kernel, except the long sum over time of dA,
+which adds float32 partial sums of one segment into float64 totals.
+
+Memory beyond inputs and outputs: the forward keeps the state every `SEGMENT` steps, (B, K, S, N, E)
+float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half the size of u per order; the backward recomputes
+one segment at a time in per-item buffers of (SEGMENT + 1, N, E) states and (SEGMENT, N, E) decays.
+
+Threads: numba's pool size is set once per process (`mpimamba.threads`), never per call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+SEGMENT = 32  # steps between state checkpoints; the backward recomputes one segment at a time
+
+# reassoc lets LLVM vectorise the sums over channels; contract allows fused multiply-adds. No nnan/ninf:
+# infinities and NaNs must propagate as IEEE says.
+_FAST = {"reassoc", "contract", "nsz"}
+
+
+LOG2E = 1.4426950408889634
+# 2^r ≈ Σ c_i r^i on [−1/2, 1/2]: a least-squares fit of the relative error at 4000 Chebyshev nodes
+# (relative error 2.2e-7 evaluated in float32, within two ulps). Fitted in this project, see _exp2.
+_P0, _P1, _P2 = np.float32(1.0000001192092896), np.float32(0.6931469440460205), np.float32(0.24022121727466583)
+_P3, _P4, _P5 = np.float32(0.05550742521882057), np.float32(0.009675459936261177), np.float32(0.0013266970636323094)
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 `bits` (an LLVM bitcast: free, and vectorisable)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@numba.njit(inline="always", fastmath=_FAST)
+def _exp2(x):
+    """2^x in float32 arithmetic that LLVM vectorises inside the callers' loops over channels.
+
+    numba has no vector exp without Intel's SVML (it calls the scalar libm expf per element), so:
+    2^x = 2^k · 2^r with k = round(x), r = x − k ∈ [−1/2, 1/2] (exact in float32), 2^r by the degree-5
+    polynomial above, and 2^k from its exponent bits. Callers pass x = Δ·A·log2(e) with A pre-scaled, so
+    exp(Δ A) costs one multiply, one rounding and five fused multiply-adds. x is clamped to [−126, 127],
+    float32's normal range: 2^−126 ≈ 1.2e-38 stands in for anything smaller (a fully decayed state; no
+    denormals, which are slow).
+    """
+    v = min(max(x, np.float32(-126.0)), np.float32(127.0))
+    k = np.floor(v + np.float32(0.5))
+    r = v - k
+    p = ((((_P5 * r + _P4) * r + _P3) * r + _P2) * r + _P1) * r + _P0
+    return p * _float_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def _forward_kernel(u, delta, A, Bm, Cm, positions, y, ckpt):
+    """y[b, p, k] = scan_k(u)[p]; ckpt[b, k, s] = the state before step s·SEGMENT of order k.
+
+    u: (B, L, Ku, E) with Ku = 1 (one input shared by all orders) or K; delta: (B, L, K, E), Δ itself
+    (bias and softplus applied); A: (K, N, E); Bm, Cm: (B, L, K, N); positions: (K, L) the pixel of each
+    step of each order; y: (B, L, K, E); ckpt: (B, K, S, N, E). Rows (1-D views over E or N) are taken
+    once per step so the inner loops see plain contiguous vectors.
+    """
+    batch, length, n_orders, n_ch = delta.shape
+    n_state = A.shape[1]
+    shared_u = u.shape[2] == 1
+    for item in prange(batch * n_orders):
+        b = item // n_orders
+        k = item % n_orders
+        ku = 0 if shared_u else k
+        A2k = A[k] * np.float32(LOG2E)  # exp(Δ A) = 2^(Δ A2)
+        h = np.zeros((n_state, n_ch), np.float32)
+        x = np.empty(n_ch, np.float32)
+        for t in range(length):
+            if t % SEGMENT == 0:
+                ckpt[b, k, t // SEGMENT] = h
+            p = positions[k, t]
+            dt, ut, yt = delta[b, p, k], u[b, p, ku], y[b, p, k]
+            bt, ct = Bm[b, p, k], Cm[b, p, k]
+            for e in range(n_ch):
+                x[e] = dt[e] * ut[e]
+                yt[e] = 0.0
+            for n in range(n_state):
+                hn, an, bn, cn = h[n], A2k[n], bt[n], ct[n]
+                for e in range(n_ch):
+                    v = _exp2(dt[e] * an[e]) * hn[e] + x[e] * bn
+                    hn[e] = v
+                    yt[e] += v * cn
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, dC, dA_part):
+    """Adjoint recurrence, backwards in time, one segment at a time.
+
+    With λ_t = ∂loss/∂h_t (through all later steps) and g_t = ∂loss/∂y_t:
+        λ_t = C_t g_t + exp(Δ_{t+1} A) λ_{t+1}
+        dC_t = Σ_e g_t h_t,   dB_t = Σ_e λ_t Δ_t u_t,   du_t = Δ_t Σ_n λ_t B_t
+        dΔ_t = Σ_n λ_t (A exp(Δ_t A) h_{t-1} + B_t u_t),   dA = Σ_t λ_t Δ_t exp(Δ_t A) h_{t-1}
+    The states and decays of a segment are recomputed from its checkpoint. Item (b, k) owns
+    du[b, :, k], ddelta[b, :, k], dB[b, :, k], dC[b, :, k] and dA_part[b, k] (float64), so no two threads
+    write the same entry. gy: (B, L, Kg, E) with Kg = 1 (the orders' outputs were summed) or K.
+    """
+    batch, length, n_orders, n_ch = delta.shape
+    n_state = A.shape[1]
+    shared_u = u.shape[2] == 1
+    shared_g = gy.shape[2] == 1
+    n_segments = ckpt.shape[2]
+    for item in prange(batch * n_orders):
+        b = item // n_orders
+        k = item % n_orders
+        ku = 0 if shared_u else k
+        kg = 0 if shared_g else k
+        Ak = A[k]
+        A2k = Ak * np.float32(LOG2E)
+        hbuf = np.empty((SEGMENT + 1, n_state, n_ch), np.float32)  # hbuf[i] = h before step t0 + i
+        dbuf = np.empty((SEGMENT, n_state, n_ch), np.float32)  # dbuf[i] = exp(Δ A) at step t0 + i
+        xbuf = np.empty((SEGMENT, n_ch), np.float32)  # Δ u
+        lam = np.zeros((n_state, n_ch), np.float32)
+        dA_seg = np.empty((n_state, n_ch), np.float32)
+        dA_tot = np.zeros((n_state, n_ch), np.float64)
+        sum_lb = np.empty(n_ch, np.float32)  # Σ_n λ B
+        sum_ad = np.empty(n_ch, np.float32)  # Σ_n A λ exp(ΔA) h_{t-1}
+        for s in range(n_segments - 1, -1, -1):
+            t0 = s * SEGMENT
+            t1 = min(t0 + SEGMENT, length)
+            hbuf[0] = ckpt[b, k, s]
+            for t in range(t0, t1):  # recompute the segment's decays and states
+                i = t - t0
+                p = positions[k, t]
+                dt, ut, bt = delta[b, p, k], u[b, p, ku], Bm[b, p, k]
+                xi = xbuf[i]
+                for e in range(n_ch):
+                    xi[e] = dt[e] * ut[e]
+                for n in range(n_state):
+                    hp, hn, dn, an, bn = hbuf[i, n], hbuf[i + 1, n], dbuf[i, n], A2k[n], bt[n]
+                    for e in range(n_ch):
+                        de = _exp2(dt[e] * an[e])
+                        dn[e] = de
+                        hn[e] = de * hp[e] + xi[e] * bn
+            dA_seg[:] = 0.0
+            for t in range(t1 - 1, t0 - 1, -1):  # walk it backwards
+                i = t - t0
+                p = positions[k, t]
+                dt, ut, gt = delta[b, p, k], u[b, p, ku], gy[b, p, kg]
+                bt, ct = Bm[b, p, k], Cm[b, p, k]
+                xi = xbuf[i]
+                sum_lb[:] = 0.0
+                sum_ad[:] = 0.0
+                for n in range(n_state):
+                    bn, cn = bt[n], ct[n]
+                    ln, dn, an, dAn = lam[n], dbuf[i, n], Ak[n], dA_seg[n]
+                    hp, hn = hbuf[i, n], hbuf[i + 1, n]
+                    acc_c = np.float32(0.0)
+                    acc_b = np.float32(0.0)
+                    for e in range(n_ch):
+                        acc_c += gt[e] * hn[e]
+                        lt = ln[e] + cn * gt[e]  # λ_t
+                        acc_b += lt * xi[e]
+                        sum_lb[e] += lt * bn
+                        decayed = lt * dn[e] * hp[e]  # λ_t exp(Δ_t A) h_{t-1}
+                        sum_ad[e] += an[e] * decayed
+                        dAn[e] += dt[e] * decayed
+                        ln[e] = lt * dn[e]  # carried back through exp(Δ_t A) to step t − 1
+                    dC[b, p, k, n] = acc_c
+                    dB[b, p, k, n] = acc_b
+                dut, ddt = du[b, p, k], ddelta[b, p, k]
+                for e in range(n_ch):
+                    dut[e] = sum_lb[e] * dt[e]
+                    ddt[e] = sum_ad[e] + sum_lb[e] * ut[e]
+            for n in range(n_state):
+                for e in range(n_ch):
+                    dA_tot[n, e] += dA_seg[n, e]
+        dA_part[b, k] = dA_tot
+
+
+class _ScanCPU(torch.autograd.Function):
+    """float32 channels-last scan. u (B, L, Ku, E); delta (B, L, K, E) = Δ; A (K, N, E); B, C (B, L, K, N);
+    positions (K, L) -> y (B, L, K, E)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, positions):
+        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+        batch, length, n_orders, n_ch = delta.shape
+        y = delta.new_empty(batch, length, n_orders, n_ch)
+        ckpt = delta.new_empty(batch, n_orders, -(-length // SEGMENT), A.shape[1], n_ch)  # (B, K, S, N, E)
+        pos = positions.contiguous().numpy()
+        _forward_kernel(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), pos, y.numpy(), ckpt.numpy())
+        ctx.save_for_backward(u, delta, A, B, C, ckpt)
+        ctx.positions = pos
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, A, B, C, ckpt = ctx.saved_tensors
+        batch = delta.shape[0]
+        if gy.stride(2) == 0:  # the caller summed the orders: one gradient, broadcast over them
+            gy = gy[:, :, :1]
+        du_per_order = torch.empty_like(delta)  # (B, L, K, E)
+        ddelta = torch.empty_like(delta)
+        dB, dC = torch.empty_like(B), torch.empty_like(C)
+        dA_part = torch.empty(batch, *A.shape, dtype=torch.float64)  # (B, K, N, E)
+        _backward_kernel(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), ctx.positions, ckpt.numpy(),
+                         gy.contiguous().numpy(), du_per_order.numpy(), ddelta.numpy(), dB.numpy(), dC.numpy(),
+                         dA_part.numpy())
+        du = du_per_order.sum(2, keepdim=True) if u.shape[2] == 1 else du_per_order
+        return du, ddelta, dA_part.sum(0).float(), dB, dC, None
+
+
+def scan_channels_last(u, delta, A, B, C, positions):
+    """The kernel's own layout (see `_ScanCPU`); float32 in, float32 out."""
+    return _ScanCPU.apply(u, delta, A, B, C, positions)
