@@ -12,15 +12,6 @@ from mpimamba.models import build, count_parameters
 METHODS = ["swinir", "restormer", "diffir"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these tiny networks run fastest on one thread; on a shared 2-core machine extra threads spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pair(batch: int = 2, size: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed pair: gt = smooth random blobs in [0, 1]; lq = gt blurred along the rows (z) only."""
     g = torch.Generator().manual_seed(seed)

@@ -35,7 +35,6 @@ def model_files(runs: Path) -> dict[Path, int]:
 
 
 def test_table1_smoke_run_records_provenance_and_reruns_without_retraining(table1, tmp_path):
-    torch.set_num_threads(1)
     args = smoke_args(tmp_path)
     table1.main(args)
 

@@ -66,11 +66,12 @@ def test_resampling_shapes():
 # ---------------------------------------------------------------- SS2D
 
 from mpimamba.models.ss2d import SS2D  # noqa: E402
+from mpimamba.models.ssm import use_scan_backend  # noqa: E402
 
 
 def _permuted_ss2d(ss2d: SS2D, order: list[int], conv_transform) -> SS2D:
     """A copy of `ss2d` whose scan orders are permuted and whose depthwise kernel is transformed."""
-    other = SS2D(ss2d.out_proj.out_features, ss2d.d_state, scan_backend="reference")
+    other = SS2D(ss2d.out_proj.out_features, ss2d.d_state)
     other.load_state_dict(ss2d.state_dict())
     with torch.no_grad():
         for name in ("x_proj_weight", "dt_proj_weight", "dt_proj_bias"):
@@ -91,17 +92,21 @@ def _permuted_ss2d(ss2d: SS2D, order: list[int], conv_transform) -> SS2D:
     ],
     ids=["transpose", "rotate180"],
 )
-def test_ss2d_scan_orders_follow_the_image_geometry(image_transform, order, conv_transform):
-    ss2d = SS2D(8, d_state=4, scan_backend="reference")
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_ss2d_scan_orders_follow_the_image_geometry(image_transform, order, conv_transform, backend):
+    """Checked with the reference (orders as flipped and transposed copies) and with the cpu kernel
+    (orders by index arithmetic): both must read the image the way its geometry says."""
+    ss2d = SS2D(8, d_state=4)
     with torch.no_grad():  # make the four orders clearly different
         for p in (ss2d.x_proj_weight, ss2d.dt_proj_weight, ss2d.dt_proj_bias, ss2d.conv.weight):
             p.normal_()
     x = torch.randn(2, 8, 5, 6)
     other = _permuted_ss2d(ss2d, order, conv_transform)
-    expected = image_transform(ss2d(x))
-    torch.testing.assert_close(other(image_transform(x)), expected, rtol=1e-4, atol=1e-5)
-    # and the orders really differ: without the permutation the result changes
-    assert not torch.allclose(ss2d(image_transform(x)), expected, atol=1e-3)
+    with use_scan_backend(backend):
+        expected = image_transform(ss2d(x))
+        torch.testing.assert_close(other(image_transform(x)), expected, rtol=1e-4, atol=1e-5)
+        # and the orders really differ: without the permutation the result changes
+        assert not torch.allclose(ss2d(image_transform(x)), expected, atol=1e-3)
 
 
 def test_ss2d_initialisation_and_size():
@@ -285,3 +290,38 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.rand(1, 1, 16, 24)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+# ---------------------------------------------------------------- the scan backend is not architecture
+
+def test_a_model_trained_with_one_backend_runs_with_every_other(tmp_path):
+    from mpimamba.models import build
+    from mpimamba.models.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build("mpi_mamba", "tiny")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    lq, gt = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    with use_scan_backend("reference"):  # a couple of real training steps with the reference scan
+        for _ in range(2):
+            opt.zero_grad()
+            model.training_loss(lq, gt, "phase1")["loss"].backward()
+            opt.step()
+    save_model(model, tmp_path / "model")
+    assert "scan_backend" not in (tmp_path / "model.json").read_text()
+    loaded = load_model(tmp_path / "model").eval()
+    x = torch.rand(1, 1, 24, 16)
+    outputs = {}
+    for backend in ("reference", "cpu", "chunked"):
+        with use_scan_backend(backend), torch.no_grad():
+            outputs[backend] = loaded(x)
+    for backend in ("cpu", "chunked"):
+        torch.testing.assert_close(outputs[backend], outputs["reference"], rtol=1e-4, atol=1e-5)
+
+
+def test_model_files_that_stored_a_scan_backend_still_load():
+    """Files written before the backend became a run-time choice kept it as an override."""
+    from mpimamba.models import build
+
+    old = build("mpi_mamba", "tiny", scan_backend="reference")
+    assert "scan_backend" not in vars(old.config)

@@ -150,3 +150,78 @@ def test_bad_backend_names_the_choices():
         ssm.selective_scan(**inputs, backend="fast")
     with pytest.raises(ValueError, match="GPU"):
         ssm.selective_scan(**inputs, backend="cuda")
+
+
+# ---------------------------------------------------------------- SS2D's four orders in one call
+
+def make_ss2d_inputs(batch=2, height=5, width=7, e=6, n=4, big_delta=False, seed=0):
+    """float64 inputs of `ssm.ss2d_scan`: an odd-sized image, channels last, four orders."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    length, k = height * width, ssm.NUM_ORDERS
+    delta = rand(batch, length, k, e) * 0.5
+    if big_delta:  # softplus(Δ) up to 25, so Δ·|A| reaches 50 per step
+        delta = torch.rand(batch, length, k, e, generator=g, dtype=torch.float64) * 25
+    return dict(
+        u=rand(batch, length, e), delta=delta,
+        A=-(torch.rand(k, e, n, generator=g, dtype=torch.float64) * 1.5 + 0.5),
+        B=rand(batch, length, k, n), C=rand(batch, length, k, n),
+        D=rand(k, e), delta_bias=rand(k, e) * 0.3, height=height, width=width,
+    )
+
+
+def run_ss2d(backend, inputs, dtype):
+    tensors = {k: v.to(dtype).requires_grad_() for k, v in inputs.items() if torch.is_tensor(v)}
+    y = ssm.ss2d_scan(**tensors, height=inputs["height"], width=inputs["width"], backend=backend)
+    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    grads = torch.autograd.grad((y * weight).sum(), list(tensors.values()))
+    return y, dict(zip(tensors, grads))
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("shape", [(5, 7), (1, 9), (8, 3)], ids=["5x7", "1x9", "8x3"])
+@pytest.mark.parametrize("big_delta", [False, True], ids=["delta", "large-delta"])
+def test_ss2d_scan_matches_reference(backend, shape, big_delta):
+    """The cpu kernel walks the four orders by index, chunked gets them gathered; both against the
+    float64 reference, values and the gradient of every input."""
+    inputs = make_ss2d_inputs(height=shape[0], width=shape[1], big_delta=big_delta)
+    y_ref, g_ref = run_ss2d("reference", inputs, torch.float64)
+    y, g = run_ss2d(backend, inputs, torch.float32)
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape == inputs["u"].shape
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
+    for name in g_ref:
+        scale = g_ref[name].abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(g[name].double(), g_ref[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+def test_order_positions_walk_rows_columns_and_their_reversals():
+    pos = ssm.order_positions(2, 3)  # pixels 0 1 2 / 3 4 5
+    assert pos.tolist() == [[0, 1, 2, 3, 4, 5], [0, 3, 1, 4, 2, 5], [5, 4, 3, 2, 1, 0], [5, 2, 4, 1, 3, 0]]
+
+
+def test_backend_is_chosen_at_run_time(monkeypatch):
+    """Argument > innermost context > environment variable > auto; a bad name is refused where it is given."""
+    u = torch.zeros(1)
+    monkeypatch.delenv(ssm.ENV_VAR, raising=False)
+    assert ssm.resolve_backend(None, u) == "cpu"
+    monkeypatch.setenv(ssm.ENV_VAR, "chunked")
+    assert ssm.resolve_backend(None, u) == "chunked"
+    with ssm.use_scan_backend("reference"):
+        assert ssm.resolve_backend(None, u) == "reference"
+        with ssm.use_scan_backend("cpu"):
+            assert ssm.resolve_backend(None, u) == "cpu"
+        assert ssm.resolve_backend("chunked", u) == "chunked"
+    assert ssm.resolve_backend(None, u) == "chunked"
+    monkeypatch.setenv(ssm.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=ssm.ENV_VAR):
+        ssm.resolve_backend(None, u)
+    with pytest.raises(ValueError, match="use_scan_backend"):
+        with ssm.use_scan_backend("fast"):
+            pass
+
+
+def test_cli_names_the_same_backends():
+    from mpimamba.cli import SCAN_BACKENDS
+
+    assert SCAN_BACKENDS == ("auto", *ssm.BACKEND_NAMES)

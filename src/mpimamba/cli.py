@@ -15,6 +15,10 @@ from pathlib import Path
 from . import __version__
 
 
+# models.ssm's backends, named here so that `--help` need not import torch (a test holds the two equal)
+SCAN_BACKENDS = ("auto", "reference", "cpu", "chunked", "cuda")
+
+
 class CLIError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
@@ -220,7 +224,7 @@ def _run_info(args) -> None:
     import torch
 
     from .models import METHODS
-    from .models.ssm import importable, resolve_backend
+    from .models.ssm import chosen_backend, importable, resolve_backend
 
     print(f"mpimamba {__version__}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -233,8 +237,8 @@ def _run_info(args) -> None:
         "cuda (mamba_ssm)": importable("mamba_ssm.ops.selective_scan_interface") and bool(gpus),
     }
     print("selective-scan backends: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in backends.items()))
-    print(f"auto picks on CPU: {resolve_backend('auto', torch.zeros(1))}"
-          + (f", on GPU: {resolve_backend('auto', torch.zeros(1, device='cuda'))}" if gpus else ""))
+    print(f"scan backend asked for: {chosen_backend()}; runs on CPU: {resolve_backend(None, torch.zeros(1))}"
+          + (f", on GPU: {resolve_backend(None, torch.zeros(1, device='cuda'))}" if gpus else ""))
     print(f"methods: {', '.join(METHODS)}")
 
 
@@ -245,13 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_simulate, _add_train, _add_evaluate, _add_calibrate, _add_demo, _add_info):
         add(sub)
+    for command in sub.choices.values():
+        _add_runtime_options(command)
     return parser
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every subcommand: how to run, never what the model is (nothing here is saved with it)."""
+    group = parser.add_argument_group("run-time options")
+    group.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch and the scan kernels (default: $MPIMAMBA_THREADS, else torch's)")
+    group.add_argument("--scan-backend", choices=SCAN_BACKENDS, default=None,
+                       help="selective-scan implementation (default: $MPIMAMBA_SCAN_BACKEND, else auto); "
+                            "any backend runs any model")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        from .models.ssm import use_scan_backend
+        from .threads import configure_threads
+
+        configure_threads(args.threads)  # once per process, before any work
+        with use_scan_backend(args.scan_backend):
+            args.run(args)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"mpimamba {args.command}: error: {err}", file=sys.stderr)
         return 2

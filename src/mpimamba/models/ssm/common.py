@@ -25,19 +25,3 @@ def prepare_delta(delta, delta_bias, delta_softplus):
 def grouped(M: torch.Tensor) -> torch.Tensor:
     """B or C as (B, G, N, L): the ungrouped (B, N, L) form is one group."""
     return M.unsqueeze(1) if M.ndim == 3 else M
-
-
-def scan_orders(x: torch.Tensor) -> torch.Tensor:
-    """(B, D, H, W) -> (B, 4, D, H*W): the pixels in row-major, column-major and both reversed."""
-    rows = x.flatten(2)  # (B, D, HW), along W first
-    cols = x.transpose(2, 3).flatten(2)  # (B, D, WH), along H first
-    forward = torch.stack([rows, cols], dim=1)  # (B, 2, D, L)
-    return torch.cat([forward, forward.flip(-1)], dim=1)
-
-
-def merge_orders(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Inverse of `scan_orders` followed by the sum: (B, 4, D, L) -> (B, D, H, W)."""
-    y = y[:, :2] + y[:, 2:].flip(-1)  # undo the reversal, (B, 2, D, L)
-    rows = y[:, 0].unflatten(-1, (height, width))
-    cols = y[:, 1].unflatten(-1, (width, height)).transpose(2, 3)
-    return rows + cols

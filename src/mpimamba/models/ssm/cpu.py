@@ -37,6 +37,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from ...threads import start_numba_pool
+
 SEGMENT = 32  # steps between state checkpoints; the backward recomputes one segment at a time
 
 # reassoc lets LLVM vectorise the sums over channels; contract allows fused multiply-adds. No nnan/ninf:
@@ -234,3 +236,6 @@ class _ScanCPU(torch.autograd.Function):
 def scan_channels_last(u, delta, A, B, C, positions):
     """The kernel's own layout (see `_ScanCPU`); float32 in, float32 out."""
     return _ScanCPU.apply(u, delta, A, B, C, positions)
+
+
+start_numba_pool()  # once per process, here rather than at the first kernel call (see mpimamba.threads)

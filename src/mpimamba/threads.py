@@ -1,0 +1,52 @@
+"""CPU thread counts, set once per process.
+
+torch's intra-op pool and numba's pool (the `cpu` scan kernels) are sized here, by the `mpimamba`
+command at start-up (`--threads`) or by a library user who calls `configure_threads` once. Nothing sets
+them per kernel call: resizing pools around every call cost time, and on a busy machine it made OpenMP
+workers of the two pools spin against each other.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV_VAR = "MPIMAMBA_THREADS"
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Use `threads` CPU threads for torch and for the numba kernels; return the count in use.
+
+    None takes MPIMAMBA_THREADS when set, else keeps torch's count (its default: the physical cores).
+    """
+    if threads is None and os.environ.get(ENV_VAR):
+        try:
+            threads = int(os.environ[ENV_VAR])
+        except ValueError as err:
+            raise ValueError(f"environment variable {ENV_VAR}={os.environ[ENV_VAR]!r} is not a whole number") from err
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    count = threads or torch.get_num_threads()
+    try:
+        import numba
+    except ImportError:  # the cpu scan backend is unavailable anyway
+        pass
+    else:
+        # numba first: starting its OpenMP pool resets the OpenMP runtime it shares with torch
+        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(count)
+    return count
+
+
+def start_numba_pool() -> None:
+    """Start numba's thread pool at torch's current count and leave torch's count as it was.
+
+    Called once when the cpu kernels are imported, so that a library user who never calls
+    `configure_threads` keeps the torch thread count they chose (the pool's start would reset it).
+    """
+    import numba
+
+    count = torch.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(count)
