@@ -26,12 +26,13 @@ class ChannelLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)  # (B, 1, H, W)
-        centred = x - mean if self.bias is not None else x
-        y = centred * torch.rsqrt(var + self.eps) * self.weight[:, None, None]
         if self.bias is not None:
-            y = y + self.bias[:, None, None]
-        return y
+            # PyTorch's fused layer norm over the last axis of a channels-last view (several times faster
+            # than the reduction below); the result keeps channels-last strides, which the next layers take
+            cl = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+            return cl.permute(0, 3, 1, 2)  # (B, C, H, W)
+        var = torch.var(x, dim=1, keepdim=True, unbiased=False)  # (B, 1, H, W); no fused op divides by it
+        return x * torch.rsqrt(var + self.eps) * self.weight[:, None, None]
 
 
 class GatedDConvFeedForward(nn.Module):
