@@ -54,6 +54,20 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def median_times_interleaved(fns: dict, repeats: int, desc: str) -> dict:
+    """Median time of each of `fns`, taking one run of every function per round, so that a slow spell of a
+    shared machine slows all of them alike rather than one method's whole measurement."""
+    for fn in tqdm(fns.values(), desc=f"{desc}: warm-up", unit="job", leave=False):
+        fn()
+    times = {key: [] for key in fns}
+    for _ in tqdm(range(repeats), desc=desc, unit="round", leave=False):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 # ---------------------------------------------------------------- the scan
 
 
@@ -234,21 +248,20 @@ def main() -> None:
 
     host, load_at_start = machine(), load()
     scans, steps, infer = {}, {}, {}
-    phases = {m: build(m, "small").phases for m in args.methods}
-    jobs = [("scan", None, None)] + [("step", m, ph) for m in args.methods for ph in phases[m]] \
-        + [("infer", m, s) for m in args.methods for s in args.sizes]
     for n in args.threads:
         configure_threads(n)
-        for kind, method, what in tqdm(jobs, desc=f"{n} thread(s)", unit="job"):
-            if kind == "scan":
-                scans[n] = time_scans(args.repeats)
-                tqdm.write(f"scan {n}t: " + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in scans[n].items()))
-            elif kind == "step":
-                steps.setdefault((method, what), {})[n] = median_time(training_step(method, what), args.repeats)
-                tqdm.write(f"step {method} {what} {n}t: {steps[(method, what)][n]:.3f} s")
-            else:
-                infer.setdefault(method, {})[(n, what)] = median_time(inference(method, what), args.repeats)
-                tqdm.write(f"infer {method} {what}² {n}t: {1e3 * infer[method][(n, what)]:.0f} ms")
+        scans[n] = time_scans(args.repeats)
+        print(f"scan {n}t: " + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in scans[n].items()), flush=True)
+        jobs = {(m, ph): training_step(m, ph) for m in args.methods for ph in build(m, "small").phases}
+        for key, t in median_times_interleaved(jobs, args.repeats, f"training steps, {n} thread(s)").items():
+            steps.setdefault(key, {})[n] = t
+            print(f"step {key[0]} {key[1]} {n}t: {t:.3f} s", flush=True)
+        del jobs
+        for size in args.sizes:
+            jobs = {m: inference(m, size) for m in args.methods}
+            for method, t in median_times_interleaved(jobs, args.repeats, f"inference {size}², {n} thread(s)").items():
+                infer.setdefault(method, {})[(n, size)] = t
+                print(f"infer {method} {size}² {n}t: {1e3 * t:.0f} ms", flush=True)
     contention = None
     if not args.no_contention and "mpi_mamba" in args.methods:
         configure_threads(2)

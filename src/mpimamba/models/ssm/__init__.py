@@ -29,7 +29,7 @@ import os
 
 import torch
 
-from .common import NUM_ORDERS, compute_dtype, grouped, prepare_delta
+from .common import NUM_ORDERS, compute_dtype, grouped
 from .cuda import MAMBA_SSM, importable, selective_scan_cuda
 from .reference import selective_scan_reference
 
@@ -64,11 +64,11 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     batch, d_model, length = u.shape
     groups = B.shape[1]
     per = d_model // groups
+    bias = delta_bias.view(groups, per) if delta_bias is not None else u.new_zeros(groups, per)
     channels_last = lambda t: t.view(batch, groups, per, length).permute(0, 3, 1, 2)  # noqa: E731  (B, L, G, E)
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
     y = cpu.scan_channels_last(
-        channels_last(u), channels_last(delta), A.view(groups, per, -1).transpose(1, 2),
-        B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), torch.arange(length).expand(groups, length),
+        channels_last(u), channels_last(delta), bias, A.view(groups, per, -1).transpose(1, 2),
+        B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), torch.arange(length).expand(groups, length), delta_softplus,
     )  # (B, L, G, E)
     y = y.permute(0, 2, 3, 1).reshape(batch, d_model, length)
     if D is not None:
@@ -166,9 +166,8 @@ def ss2d_scan(u, delta, A, B, C, D, delta_bias, height, width, backend=None):
     if name == "cpu":
         cpu = _check_cpu(u)
         u, delta, A, B, C, D, delta_bias = (t.float() for t in (u, delta, A, B, C, D, delta_bias))
-        delta = torch.nn.functional.softplus(delta + delta_bias)  # (B, L, K, E), the bias per (order, channel)
-        y = cpu.scan_channels_last(u[:, :, None], delta, A.transpose(1, 2), B, C,
-                                   order_positions(height, width))  # (B, L, K, E)
+        y = cpu.scan_channels_last(u[:, :, None], delta, delta_bias, A.transpose(1, 2), B, C,
+                                   order_positions(height, width), True)  # (B, L, K, E)
         return (y.sum(2) + u * D.sum(0)).to(dtype)
     batch, length, channels = u.shape
     pos = order_positions(height, width).to(u.device)  # (K, L)

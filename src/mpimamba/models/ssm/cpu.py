@@ -11,13 +11,14 @@ reversed, columns reversed: `ssm.order_positions`), so SS2D's four orders read t
 activations in place; no flipped or transposed copy is made. The generic mamba_ssm-shaped API walks every
 group in plain order (positions[k, t] = t).
 
-What the kernels compute, per order k, with Δ given (its bias and softplus are applied by the caller in
-PyTorch, vectorised, and differentiated by autograd):
+What the kernels compute, per order k, with Δ_t = softplus(δ_t + bias) (or δ_t + bias without softplus):
     h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t,      y_t = C_t · h_t
-(no D skip and no z gate: the callers add those in PyTorch too).
+(no D skip and no z gate: the callers add those in PyTorch, where autograd differentiates them). The
+softplus is fused because in PyTorch it was a tenth of an MPI-Mamba inference.
 
-Precision: float32 everywhere as in mamba_ssm's CUDA kernel, except the long sum over time of dA,
-which adds float32 partial sums of one segment into float64 totals.
+Precision: float32 everywhere as in mamba_ssm's CUDA kernel, except the long sums over time (dA, dbias),
+which add float32 partial sums of one segment into float64 totals. exp, log1p and the softplus are
+polynomial approximations accurate to a few float32 ulps (below).
 
 Memory beyond inputs and outputs: the forward keeps the state every `SEGMENT` steps, (B, K, S, N, E)
 float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half the size of u per order; the backward recomputes
@@ -79,13 +80,43 @@ def _exp2(x):
     return p * _float_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
+@numba.njit(inline="always", fastmath=_FAST)
+def _log1p_unit(w):
+    """log(1 + w) for w in [0, 1]: 2 atanh(s) with s = w / (2 + w) ∈ [0, 1/3], its series to s^11
+    (truncation < 1e-7 relative)."""
+    s = w / (np.float32(2.0) + w)
+    s2 = s * s
+    series = ((((np.float32(1 / 11) * s2 + np.float32(1 / 9)) * s2 + np.float32(1 / 7)) * s2
+               + np.float32(1 / 5)) * s2 + np.float32(1 / 3)) * s2 + np.float32(1.0)
+    return np.float32(2.0) * s * series
+
+
+@numba.njit(inline="always", fastmath=_FAST)
+def _softplus_and_slope(v):
+    """softplus(v) = max(v, 0) + log1p(exp(−|v|)) and its derivative sigmoid(v), from one exponential."""
+    w = _exp2(-abs(v) * np.float32(LOG2E))  # exp(−|v|) ∈ (0, 1]
+    inv = np.float32(1.0) / (np.float32(1.0) + w)
+    return max(v, np.float32(0.0)) + _log1p_unit(w), inv if v >= 0 else w * inv
+
+
+@numba.njit(inline="always", fastmath=_FAST)
+def _step_delta(raw, bias, softplus, dt, slope):
+    """dt[:] = Δ from the raw δ row and the bias row; slope[:] = dΔ/dδ (1 without softplus)."""
+    for e in range(dt.shape[0]):
+        v = raw[e] + bias[e]
+        if softplus:
+            dt[e], slope[e] = _softplus_and_slope(v)
+        else:
+            dt[e], slope[e] = v, np.float32(1.0)
+
+
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
-def _forward_kernel(u, delta, A, Bm, Cm, positions, y, ckpt):
+def _forward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, y, ckpt):
     """y[b, p, k] = scan_k(u)[p]; ckpt[b, k, s] = the state before step s·SEGMENT of order k.
 
-    u: (B, L, Ku, E) with Ku = 1 (one input shared by all orders) or K; delta: (B, L, K, E), Δ itself
-    (bias and softplus applied); A: (K, N, E); Bm, Cm: (B, L, K, N); positions: (K, L) the pixel of each
-    step of each order; y: (B, L, K, E); ckpt: (B, K, S, N, E). Rows (1-D views over E or N) are taken
+    u: (B, L, Ku, E) with Ku = 1 (one input shared by all orders) or K; delta: (B, L, K, E), the raw δ;
+    bias: (K, E); A: (K, N, E); Bm, Cm: (B, L, K, N); positions: (K, L) the pixel of each step of each
+    order; y: (B, L, K, E); ckpt: (B, K, S, N, E). Rows (1-D views over E or N) are taken
     once per step so the inner loops see plain contiguous vectors.
     """
     batch, length, n_orders, n_ch = delta.shape
@@ -98,12 +129,15 @@ def _forward_kernel(u, delta, A, Bm, Cm, positions, y, ckpt):
         A2k = A[k] * np.float32(LOG2E)  # exp(Δ A) = 2^(Δ A2)
         h = np.zeros((n_state, n_ch), np.float32)
         x = np.empty(n_ch, np.float32)
+        dt = np.empty(n_ch, np.float32)
+        slope = np.empty(n_ch, np.float32)
         for t in range(length):
             if t % SEGMENT == 0:
                 ckpt[b, k, t // SEGMENT] = h
             p = positions[k, t]
-            dt, ut, yt = delta[b, p, k], u[b, p, ku], y[b, p, k]
+            ut, yt = u[b, p, ku], y[b, p, k]
             bt, ct = Bm[b, p, k], Cm[b, p, k]
+            _step_delta(delta[b, p, k], bias[k], softplus, dt, slope)
             for e in range(n_ch):
                 x[e] = dt[e] * ut[e]
                 yt[e] = 0.0
@@ -116,16 +150,17 @@ def _forward_kernel(u, delta, A, Bm, Cm, positions, y, ckpt):
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
-def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, dC, dA_part):
+def _backward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, ckpt, gy,
+                     du, ddelta, dB, dC, dA_part, dbias_part):
     """Adjoint recurrence, backwards in time, one segment at a time.
 
     With λ_t = ∂loss/∂h_t (through all later steps) and g_t = ∂loss/∂y_t:
         λ_t = C_t g_t + exp(Δ_{t+1} A) λ_{t+1}
         dC_t = Σ_e g_t h_t,   dB_t = Σ_e λ_t Δ_t u_t,   du_t = Δ_t Σ_n λ_t B_t
         dΔ_t = Σ_n λ_t (A exp(Δ_t A) h_{t-1} + B_t u_t),   dA = Σ_t λ_t Δ_t exp(Δ_t A) h_{t-1}
-    The states and decays of a segment are recomputed from its checkpoint. Item (b, k) owns
-    du[b, :, k], ddelta[b, :, k], dB[b, :, k], dC[b, :, k] and dA_part[b, k] (float64), so no two threads
-    write the same entry. gy: (B, L, Kg, E) with Kg = 1 (the orders' outputs were summed) or K.
+    then dδ = dΔ · softplus'(δ + bias) and dbias = Σ_t dδ. The states and decays of a segment are
+    recomputed from its checkpoint. Item (b, k) owns du[b, :, k], ddelta[b, :, k], dB[b, :, k],
+    dC[b, :, k], dA_part[b, k] and dbias_part[b, k] (float64), so no two threads write the same entry. gy: (B, L, Kg, E) with Kg = 1 (the orders' outputs were summed) or K.
     """
     batch, length, n_orders, n_ch = delta.shape
     n_state = A.shape[1]
@@ -142,6 +177,10 @@ def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, d
         hbuf = np.empty((SEGMENT + 1, n_state, n_ch), np.float32)  # hbuf[i] = h before step t0 + i
         dbuf = np.empty((SEGMENT, n_state, n_ch), np.float32)  # dbuf[i] = exp(Δ A) at step t0 + i
         xbuf = np.empty((SEGMENT, n_ch), np.float32)  # Δ u
+        dtbuf = np.empty((SEGMENT, n_ch), np.float32)  # Δ
+        slopebuf = np.empty((SEGMENT, n_ch), np.float32)  # dΔ/dδ
+        dbias_seg = np.empty(n_ch, np.float32)
+        dbias_tot = np.zeros(n_ch, np.float64)
         lam = np.zeros((n_state, n_ch), np.float32)
         dA_seg = np.empty((n_state, n_ch), np.float32)
         dA_tot = np.zeros((n_state, n_ch), np.float64)
@@ -154,8 +193,9 @@ def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, d
             for t in range(t0, t1):  # recompute the segment's decays and states
                 i = t - t0
                 p = positions[k, t]
-                dt, ut, bt = delta[b, p, k], u[b, p, ku], Bm[b, p, k]
-                xi = xbuf[i]
+                ut, bt = u[b, p, ku], Bm[b, p, k]
+                dt, xi = dtbuf[i], xbuf[i]
+                _step_delta(delta[b, p, k], bias[k], softplus, dt, slopebuf[i])
                 for e in range(n_ch):
                     xi[e] = dt[e] * ut[e]
                 for n in range(n_state):
@@ -165,10 +205,11 @@ def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, d
                         dn[e] = de
                         hn[e] = de * hp[e] + xi[e] * bn
             dA_seg[:] = 0.0
+            dbias_seg[:] = 0.0
             for t in range(t1 - 1, t0 - 1, -1):  # walk it backwards
                 i = t - t0
                 p = positions[k, t]
-                dt, ut, gt = delta[b, p, k], u[b, p, ku], gy[b, p, kg]
+                dt, slope, ut, gt = dtbuf[i], slopebuf[i], u[b, p, ku], gy[b, p, kg]
                 bt, ct = Bm[b, p, k], Cm[b, p, k]
                 xi = xbuf[i]
                 sum_lb[:] = 0.0
@@ -193,32 +234,38 @@ def _backward_kernel(u, delta, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, d
                 dut, ddt = du[b, p, k], ddelta[b, p, k]
                 for e in range(n_ch):
                     dut[e] = sum_lb[e] * dt[e]
-                    ddt[e] = sum_ad[e] + sum_lb[e] * ut[e]
+                    g_raw = (sum_ad[e] + sum_lb[e] * ut[e]) * slope[e]
+                    ddt[e] = g_raw
+                    dbias_seg[e] += g_raw
             for n in range(n_state):
                 for e in range(n_ch):
                     dA_tot[n, e] += dA_seg[n, e]
+            for e in range(n_ch):
+                dbias_tot[e] += dbias_seg[e]
         dA_part[b, k] = dA_tot
+        dbias_part[b, k] = dbias_tot
 
 
 class _ScanCPU(torch.autograd.Function):
-    """float32 channels-last scan. u (B, L, Ku, E); delta (B, L, K, E) = Δ; A (K, N, E); B, C (B, L, K, N);
-    positions (K, L) -> y (B, L, K, E)."""
+    """float32 channels-last scan. u (B, L, Ku, E); delta (B, L, K, E) the raw δ; bias (K, E);
+    A (K, N, E); B, C (B, L, K, N); positions (K, L) -> y (B, L, K, E)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, positions):
-        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    def forward(ctx, u, delta, bias, A, B, C, positions, softplus):
+        u, delta, bias, A, B, C = (t.contiguous() for t in (u, delta, bias, A, B, C))
         batch, length, n_orders, n_ch = delta.shape
         y = delta.new_empty(batch, length, n_orders, n_ch)
         ckpt = delta.new_empty(batch, n_orders, -(-length // SEGMENT), A.shape[1], n_ch)  # (B, K, S, N, E)
         pos = positions.contiguous().numpy()
-        _forward_kernel(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), pos, y.numpy(), ckpt.numpy())
-        ctx.save_for_backward(u, delta, A, B, C, ckpt)
-        ctx.positions = pos
+        _forward_kernel(u.numpy(), delta.numpy(), bias.numpy(), softplus, A.numpy(), B.numpy(), C.numpy(), pos,
+                        y.numpy(), ckpt.numpy())
+        ctx.save_for_backward(u, delta, bias, A, B, C, ckpt)
+        ctx.positions, ctx.softplus = pos, softplus
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        u, delta, A, B, C, ckpt = ctx.saved_tensors
+        u, delta, bias, A, B, C, ckpt = ctx.saved_tensors
         batch = delta.shape[0]
         if gy.stride(2) == 0:  # the caller summed the orders: one gradient, broadcast over them
             gy = gy[:, :, :1]
@@ -226,16 +273,17 @@ class _ScanCPU(torch.autograd.Function):
         ddelta = torch.empty_like(delta)
         dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA_part = torch.empty(batch, *A.shape, dtype=torch.float64)  # (B, K, N, E)
-        _backward_kernel(u.numpy(), delta.numpy(), A.numpy(), B.numpy(), C.numpy(), ctx.positions, ckpt.numpy(),
-                         gy.contiguous().numpy(), du_per_order.numpy(), ddelta.numpy(), dB.numpy(), dC.numpy(),
-                         dA_part.numpy())
+        dbias_part = torch.empty(batch, *bias.shape, dtype=torch.float64)  # (B, K, E)
+        _backward_kernel(u.numpy(), delta.numpy(), bias.numpy(), ctx.softplus, A.numpy(), B.numpy(), C.numpy(),
+                         ctx.positions, ckpt.numpy(), gy.contiguous().numpy(), du_per_order.numpy(),
+                         ddelta.numpy(), dB.numpy(), dC.numpy(), dA_part.numpy(), dbias_part.numpy())
         du = du_per_order.sum(2, keepdim=True) if u.shape[2] == 1 else du_per_order
-        return du, ddelta, dA_part.sum(0).float(), dB, dC, None
+        return du, ddelta, dbias_part.sum(0).float(), dA_part.sum(0).float(), dB, dC, None, None
 
 
-def scan_channels_last(u, delta, A, B, C, positions):
+def scan_channels_last(u, delta, bias, A, B, C, positions, softplus):
     """The kernel's own layout (see `_ScanCPU`); float32 in, float32 out."""
-    return _ScanCPU.apply(u, delta, A, B, C, positions)
+    return _ScanCPU.apply(u, delta, bias, A, B, C, positions, softplus)
 
 
 start_numba_pool()  # once per process, here rather than at the first kernel call (see mpimamba.threads)
