@@ -1,4 +1,8 @@
-"""The `cpu` backend of the selective scan: numba kernels with a hand-written backward pass.
+"""A pinned copy of the `cpu` selective-scan backend as it was before issue 10 (src/mpimamba/models/ssm_cpu.py
+at commit 5174b83), kept only so that benchmarks/step.py can time today's kernel against it in one run.
+Not part of the package; not maintained. Its original docstring follows.
+
+The `cpu` backend of the selective scan: numba kernels with a hand-written backward pass.
 
 Why a kernel: on a CPU every pure-PyTorch parallel scan materialises the expanded state (B, D, L, N) and
 loses to the plain loop. Here each (batch, channel) row runs the recurrence with its N-dimensional state in

@@ -16,7 +16,7 @@
 
     python benchmarks/scan.py [--repeats 3] [--lengths 1024 4096 16384] [--no-memory]
 
-Threads: torch.get_num_threads() for every backend (the cpu kernel follows torch's count).
+Threads: `--threads` (default 1) for torch and the cpu kernel alike, set once (mpimamba.threads).
 mambapy is a benchmark-only extra (`pip install -c constraints.txt mambapy`); without it its column is skipped.
 """
 
@@ -31,6 +31,7 @@ import torch
 
 from _timing import best_of
 from mpimamba.models.ssm import selective_scan
+from mpimamba.threads import configure_threads
 
 BATCH, CHANNELS, STATE = 2, 96, 16
 REFERENCE_MAX_L = 4096
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--no-memory", action="store_true", help="skip the (slow) memory subprocesses")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for every backend (default 1)")
     parser.add_argument("--memory-probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -159,6 +161,7 @@ def main() -> None:
 
     import numba
 
+    configure_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {numba.get_num_threads()} numba "
           f"threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"B={BATCH}, D={CHANNELS}, N={STATE}; softplus(Δ + bias), D and z included; times are best of "

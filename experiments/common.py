@@ -34,7 +34,7 @@ from mpimamba.data.synthetic import write_dataset
 from mpimamba.eval.evaluate import INPUT, METRICS, evaluate, score_cells
 from mpimamba.eval.figures import save_grid
 from mpimamba.fileutil import write_text_atomic
-from mpimamba.infer import resolve_device, restore
+from mpimamba.infer import Restoration, resolve_device
 from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.pairs import PairConfig
 from mpimamba.train.config import TrainConfig
@@ -162,11 +162,11 @@ def save_figure(runs: dict[str, Path], labels: dict[str, str], data_root: Path, 
                 device: str) -> Path:
     """The paper's Figure 6: the first test images restored by one run per row, with error maps."""
     dataset = PairedFolder(data_root, "test")
-    models = {key: load_model(run, map_location=resolve_device(device)) for key, run in runs.items()}
+    models = {key: Restoration(load_model(run), device=device) for key, run in runs.items()}
     rows = []
     for i in range(min(FIGURE_IMAGES, len(dataset))):
         lq, gt = dataset.read_pair(i)
-        outputs = {labels[key]: restore(model, lq) for key, model in models.items()}
+        outputs = {labels[key]: restoration(lq) for key, restoration in models.items()}
         rows.append((dataset.names[i], lq, outputs, gt))
     return save_grid(path, rows, overwrite=True)
 

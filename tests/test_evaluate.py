@@ -6,11 +6,10 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from mpimamba import infer
-from mpimamba.calibrate import calibrate_image
 from mpimamba.cli import main
 from mpimamba.data.io import read_image, write_image
 from mpimamba.eval.figures import save_comparison, save_grid
-from mpimamba.infer import restore
+from mpimamba.infer import Restoration, restore
 from mpimamba.models import build, load_model, save_model
 
 
@@ -71,8 +70,8 @@ def test_evaluate_writes_tables_scores_and_figures(tmp_path, dataset):
     lq, gt = read_image(dataset / "test/lq/p1.tif"), read_image(dataset / "test/gt/p1.tif")
     row = next(r for r in scores if r["model"] == "input" and r["image"] == "p1")
     assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, lq, data_range=1), abs=1e-4)
-    # a model row is that checkpoint's restoration scored against the target
-    restored = restore(load_model(run2), lq)
+    # a model row is that checkpoint's restoration (the path calibrate writes) scored against the target
+    restored = Restoration(load_model(run2))(lq)
     row = next(r for r in scores if r["model"] == "naf-2" and r["image"] == "p1")
     assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, restored, data_range=1), abs=1e-4)
 
@@ -117,14 +116,16 @@ def test_calibrate_keeps_names_formats_and_scale(tmp_path, rng, capsys):
     for rel in images:
         assert (out / rel).is_file()
         original = read_image(src / rel)
-        expected = calibrate_image(model, original, tile=32, overlap=8)
+        expected = Restoration(model, tile=32, overlap=8)(original)
         if rel.endswith(".png"):  # 16-bit PNG, clipped to [0, 1]
             assert np.abs(read_image(out / rel) - np.clip(expected, 0, 1)).max() <= 0.5 / 65535 + 1e-7
         else:
             assert np.array_equal(read_image(out / rel), expected)
-    # the scale rule: divide by the maximum, restore, multiply back
+    # the scale rule: divide by the maximum, restore, multiply back; then clamp at zero
     a = read_image(src / "a.tif")
-    assert np.allclose(read_image(out / "a.tif"), a.max() * restore(model, a / a.max(), tile=32, overlap=8), atol=1e-5)
+    expected = np.maximum(a.max() * restore(model, a / a.max(), tile=32, overlap=8), 0)
+    assert np.allclose(read_image(out / "a.tif"), expected, atol=1e-5)
+    assert (read_image(out / "a.tif") >= 0).all()
 
     before = (out / "a.tif").read_bytes()
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
@@ -141,3 +142,50 @@ def test_calibrate_without_shipped_model_says_so(tmp_path, rng, monkeypatch, cap
     write_image(tmp_path / "x.npy", blobs(rng))
     assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
     assert "shipped model" in capsys.readouterr().err
+
+
+def test_evaluate_scores_exactly_what_calibrate_writes(tmp_path, rng):
+    """Inputs not max-normalised (peak 0.37): evaluate's per-image PSNR equals scikit-image's PSNR of the
+    files calibrate writes from the same model and inputs (issue 14)."""
+    root = tmp_path / "data"
+    for name in ("p0", "p1", "p2"):
+        gt = blobs(rng, (40, 44))
+        lq = (0.37 * np.clip(gt + 0.05 * rng.standard_normal(gt.shape), 0, 1)).astype(np.float32)
+        write_image(root / "test" / "gt" / f"{name}.tif", gt)
+        write_image(root / "test" / "lq" / f"{name}.tif", lq)
+    model_path = checkpoint(tmp_path / "m" / "model", "nafnet", seed=4)
+    common = ["--model", str(model_path), "--device", "cpu", "--tile", "32", "--overlap", "8"]
+    assert main(["calibrate", str(root / "test" / "lq"), "-o", str(tmp_path / "out"), *common]) == 0
+    assert main(["evaluate", str(model_path), "--data", str(root), "--out", str(tmp_path / "report"),
+                 "--device", "cpu", "--tile", "32", "--overlap", "8", "--no-figures"]) == 0
+    scored = {r["image"]: float(r["psnr"]) for r in read_csv(tmp_path / "report" / "scores.csv") if r["model"] != "input"}
+    for name, value in scored.items():
+        written = read_image(tmp_path / "out" / f"{name}.tif")
+        gt = read_image(root / "test" / "gt" / f"{name}.tif")
+        assert value == pytest.approx(peak_signal_noise_ratio(gt, written, data_range=1.0), abs=1e-4)
+
+
+def test_restoration_rules(rng):
+    import torch
+
+    torch.manual_seed(0)
+    model = build("nafnet", "tiny").eval()
+    with torch.no_grad():  # an output with negative pixels: shift the last layer's bias down
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        if last.bias is not None:
+            last.bias.fill_(-0.5)
+        else:
+            last.weight.mul_(-5)
+    image = 3.0 * blobs(rng)
+    raw = Restoration(model, nonnegative=False)(image)
+    assert (raw < 0).any()
+    clamped = Restoration(model)(image)
+    assert (clamped >= 0).all() and np.array_equal(clamped, np.maximum(raw, 0))
+    # max normalisation: the output scales with the input; "none" refuses data outside [0, 1]
+    np.testing.assert_allclose(Restoration(model, nonnegative=False)(image / 3), raw / 3, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        Restoration(model, normalise="none")(image, name="scan.tif")
+    with pytest.raises(ValueError, match="normalisation"):
+        Restoration(model, normalise="mean")
+    with pytest.raises(ValueError, match="overlap"):
+        Restoration(model, tile=16, overlap=16)

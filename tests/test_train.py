@@ -17,6 +17,7 @@ import train_helpers as th
 from mpimamba.cli import main
 from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.metrics import psnr
+from mpimamba.infer import Restoration
 from mpimamba.models import build, load_model
 from mpimamba.train import TrainConfig, TrainData, train
 from mpimamba.train.data import batches
@@ -169,13 +170,14 @@ def test_two_phases_run_in_order_from_one_call(tmp_path):
 
 def test_validation_psnr_scores_the_inference_output_in_every_phase():
     # TwoPhase's phase-1 output is `first(lq)` alone, as MPI-Mamba's phase 1 restores with the ground-truth
-    # prior; val_psnr must score what the model deploys, model(lq) in eval mode, val_loss the phase's loss
+    # prior; val_psnr must score what the model deploys, through the restoration path calibrate writes
+    # (infer.Restoration: max-normalised, clamped at zero), val_loss the phase's loss
     model, val = th.TwoPhase(), th.blob_data(val=3).val
     loss, score = validate(model, "phase1", val, torch.device("cpu"), seed=0)
     assert model.training  # the mode is restored
     model.eval()
     with torch.no_grad():
-        inference = [float(psnr(model(lq[None])[0], gt)) for lq, gt in val]
+        inference = [float(psnr(Restoration(model)(lq[0].numpy()), gt[0].numpy())) for lq, gt in val]
         phase = [model.training_loss(lq[None], gt[None], "phase1") for lq, gt in val]
     assert score == pytest.approx(sum(inference) / len(val))
     assert loss == pytest.approx(sum(float(r["loss"]) for r in phase) / len(val))

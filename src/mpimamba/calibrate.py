@@ -1,8 +1,8 @@
 """`calibrate`: restore image files or whole folders with a trained model, keeping names and formats.
 
-Each image is divided by its maximum before the network (the authors' normalisation: the network sees
-[0, 1] with the peak at 1) and the result multiplied back, so outputs are in the input's own scale
-(an image whose maximum is <= 0 is passed through the network unscaled). Output paths: an input file
+Each image goes through `infer.Restoration`, the path `evaluate` scores: divided by its maximum before
+the network (the authors' normalisation) and multiplied back, so outputs are in the input's own scale,
+and clamped at zero (concentrations are never negative). Output paths: an input file
 goes to OUT/NAME; a folder is searched recursively and each image goes to OUT/<path inside the folder>.
 With a single input file, an OUT that ends in an image suffix is the output file itself. Outputs keep
 the input's format (PNG is written 16-bit, so an 8-bit PNG comes back as 16-bit).
@@ -16,20 +16,36 @@ import numpy as np
 from tqdm import tqdm
 
 from .data.io import SUFFIXES, read_image, write_image
-from .infer import default_model_path, resolve_device, restore
-from .models.base import Restorer
+from .infer import Restoration, default_model_path, resolve_device
 from .models.checkpoint import load_model
 
 
+def _is_temporary(path: Path) -> bool:
+    """A temp file of `fileutil.atomic_path` (`.NAME.XXXX.tmp.EXT`), which an interrupted run may leave."""
+    return path.name.startswith(".") and ".tmp" in path.name
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, Path]]:
-    """(input file, output file) pairs for files and folders (recursively); checks for clashes."""
+    """(input file, output file) pairs for files and folders (recursively); checks for clashes.
+
+    A folder's images inside OUT (an earlier run's outputs, when OUT lies in the input folder) and
+    temp files of interrupted writes are never taken as inputs.
+    """
     out = Path(out)
     if not inputs:
         raise ValueError("calibrate needs at least one input file or folder")
+    if len(inputs) > 1 and out.suffix.lower() in SUFFIXES:
+        raise ValueError(f"-o {out} names one image file, but {len(inputs)} inputs were given; "
+                         "pass a folder as -o")
     pairs: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+                           and not _is_temporary(p) and not _inside(p, out))
             if not found:
                 raise ValueError(f"folder {item} holds no images ({', '.join(SUFFIXES)})")
             pairs += [(p, out / p.relative_to(item)) for p in found]
@@ -50,15 +66,6 @@ def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, 
     return pairs
 
 
-def calibrate_image(
-    model: Restorer, image: np.ndarray, tile: int | None = None, overlap: int = 32, device=None
-) -> np.ndarray:
-    """Restore one image in its own scale: divide by the maximum, run the network, multiply back."""
-    peak = float(image.max())
-    scale = peak if peak > 0 else 1.0
-    return restore(model, image / scale, tile=tile, overlap=overlap, device=device) * np.float32(scale)
-
-
 def calibrate(
     inputs: list[str | Path],
     out: str | Path,
@@ -67,6 +74,7 @@ def calibrate(
     overlap: int = 32,
     device: str | None = None,
     overwrite: bool = False,
+    normalise: str = "max",
 ) -> list[Path]:
     """Restore every input image (see the module docstring for paths and scaling); return the written files."""
     pairs = plan_outputs(inputs, out)
@@ -76,8 +84,9 @@ def calibrate(
         raise FileExistsError(f"{shown} exist; pass --overwrite to replace them")
     device = resolve_device(device)
     model = load_model(model_path or default_model_path(), map_location=device)
+    restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device)
     written = []
     for src, dst in tqdm(pairs, desc="calibrate", unit="img"):
-        restored = calibrate_image(model, read_image(src), tile=tile, overlap=overlap, device=device)
+        restored = restoration(read_image(src), name=str(src))
         written.append(write_image(dst, restored, overwrite=overwrite))
     return written

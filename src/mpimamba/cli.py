@@ -9,6 +9,7 @@ printed as one line, exit code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -140,6 +141,17 @@ def _run_train(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
+def _add_restoration_options(p) -> None:
+    """How a model restores an image: the same options, defaults and rule for evaluate and calibrate, so
+    that evaluate scores what calibrate writes (mpimamba.infer.Restoration)."""
+    p.add_argument("--normalise", default="max", choices=("max", "none"),
+                   help="max (default): divide each image by its maximum before the network and multiply back; "
+                        "none: feed it as it is (values outside [0, 1] are refused)")
+    p.add_argument("--tile", type=int, default=256, help="tile size for images larger than this (default 256)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score trained models on a dataset split; tables and figures")
     p.add_argument("models", nargs="+", type=Path, metavar="RUN_OR_CKPT", help="run folders or .safetensors files")
@@ -148,8 +160,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder: table.md, table.csv, scores.csv, figures/")
     p.add_argument("--convention", default="ours", choices=("ours", "authors"),
                    help="metric convention (DESIGN §5): ours (default) or the authors' 8-bit variant")
-    p.add_argument("--tile", type=int, default=None, help="tile size for large images (default: automatic)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_restoration_options(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=_run_evaluate)
@@ -159,7 +170,8 @@ def _run_evaluate(args) -> None:
     from .eval.evaluate import evaluate
 
     evaluate(args.models, args.data, split=args.split, out=args.out, convention=args.convention, tile=args.tile,
-             device=args.device, overwrite=args.overwrite, figures=args.figures)
+             overlap=args.overlap, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+             figures=args.figures)
     print((args.out / "table.md").read_text(), end="")
     print(f"report written to {args.out}")
 
@@ -170,15 +182,14 @@ def _add_calibrate(sub) -> None:
         "calibrate",
         help="restore MPI images (files or folders) with a trained model",
         description="Restore images, keeping names, folder structure and formats. Each image is divided by its "
-        "maximum before the network and multiplied back after, so outputs keep the input's scale.",
+        "maximum before the network and multiplied back after, so outputs keep the input's scale; outputs "
+        "are clamped at zero (concentrations are never negative).",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="output folder (or, for one input file, an output file name)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped MPI-Mamba small)")
-    p.add_argument("--tile", type=int, default=256, help="tile size for images larger than this (default 256)")
-    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_restoration_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(run=_run_calibrate)
 
@@ -187,7 +198,7 @@ def _run_calibrate(args) -> None:
     from .calibrate import calibrate
 
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
-                        device=args.device, overwrite=args.overwrite)
+                        normalise=args.normalise, device=args.device, overwrite=args.overwrite)
     print(f"{len(written)} image(s) written to {args.out}")
 
 
@@ -271,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         from .threads import configure_threads
 
         configure_threads(args.threads)  # once per process, before any work
+        if args.scan_backend is not None:  # also for threads and worker processes the command starts
+            os.environ["MPIMAMBA_SCAN_BACKEND"] = args.scan_backend
         with use_scan_backend(args.scan_backend):
             args.run(args)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:

@@ -75,7 +75,7 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     from .eval.figures import save_rows
     from .eval.metrics import scores
     from .fileutil import write_text_atomic
-    from .infer import default_model_path, restore
+    from .infer import Restoration, default_model_path
     from .models import load_model
 
     out = Path(out)
@@ -84,12 +84,12 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     model_path = Path(model_path) if model_path is not None else default_model_path()
-    model = load_model(model_path)
+    restoration = Restoration(load_model(model_path))  # the path calibrate writes and evaluate scores
 
     rows, figure_rows = [], []
     for category, index, lq, gt in demo_pairs(per_category=per_category):
         name = f"{category}-{index}"
-        output = np.clip(restore(model, lq), 0.0, 1.0)
+        output = restoration(lq, name=name)
         s_in, s_out = scores(lq, gt), scores(output, gt)
         rows.append({"name": name, **{f"{k}_in": float(v) for k, v in s_in.items()},
                      **{f"{k}_out": float(v) for k, v in s_out.items()}})

@@ -23,10 +23,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600); outputs get the mode any new file gets under the user's
+        # umask (0644 under 022), so colleagues can read the images, models and reports
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    """The process's umask (POSIX has no way to read it without setting it; set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -1,6 +1,19 @@
-"""Run a trained network on one image of any size, in bounded memory.
+"""The one path from a trained network to a restored image: `Restoration`.
 
-Small images go through the network whole. Larger ones are cut into overlapping `tile` x `tile` tiles
+`calibrate`, `evaluate`, `demo`, training validation and the experiments all restore through a
+`Restoration` (model, input normalisation, non-negative output, tiling, device), so that `evaluate` scores
+exactly what `calibrate` would write for the same model and input:
+
+- normalisation `max` (the default, the authors' rule): the image is divided by its maximum before the
+  network, which then sees [0, 1] with the peak at 1 as in training, and the output is multiplied back, so
+  it is in the input's own scale; an image whose maximum is <= 0 goes through unscaled. `none` feeds the
+  image as it is and refuses data outside [0, 1] (what a model trained on [0, 1] images was never shown);
+- non-negative output: the restored image is clamped at 0. It is a concentration map, which cannot be
+  negative; against a non-negative target the clamp can only lower the error (each clamped pixel moves
+  towards every admissible value), so it costs no PSNR;
+- tiling: small images go through the network whole, larger ones in overlapping tiles (below).
+
+Tiling: larger images go through the network whole. Larger ones are cut into overlapping `tile` x `tile` tiles
 (the last tile in each row/column sits flush with the image edge), run in batches, and blended: each tile
 is weighted by a window that is 0 within overlap/4 of an edge it shares with a neighbour, rises as a
 raised cosine over the middle half of the overlap, and is 1 elsewhere (and up to the image border); the
@@ -11,6 +24,7 @@ result (to float rounding); for larger receptive fields the cosine ramp hides th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +70,25 @@ def edge_window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.nda
     return w
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None`/"auto" -> CUDA when available, else CPU; a requested CUDA device must exist."""
+NORMALISATIONS = ("max", "none")
+
+
+def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """`None`/"auto" -> CUDA when available, else CPU; a requested CUDA device must exist. A bare "cuda"
+    under torchrun means the process's own GPU (`local_rank`). The one device rule of the package."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device name; expected auto, cpu or cuda[:N]") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; expected auto, cpu or cuda[:N]")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
+        if device.index is None:  # one GPU per process under torchrun
+            device = torch.device("cuda", local_rank)
     return device
 
 
@@ -130,3 +156,51 @@ def _restore_tiled(model, image, tile, overlap, device, batch_size) -> np.ndarra
             out[z : z + th, x : x + tw] += win * pred
             weight[z : z + th, x : x + tw] += win
     return (out / weight).astype(np.float32)
+
+
+@dataclass
+class Restoration:
+    """Restore (H, W) images with `model`: see the module docstring for the normalisation and the clamp.
+
+    Images larger than `tile` per side are restored in tiles overlapping by `overlap` (the same defaults
+    as calibrate's and evaluate's options, so every caller restores alike); `tile=None` runs every image
+    whole. `device=None` keeps the model where it is.
+    """
+
+    model: Restorer
+    normalise: str = "max"
+    nonnegative: bool = True
+    tile: int | None = AUTO_TILE
+    overlap: int = 32
+    device: str | torch.device | None = None
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
+        if self.tile is not None and self.tile < 1:
+            raise ValueError(f"tile must be a positive size, got {self.tile}")
+        if self.tile is not None and not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap must be in [0, tile={self.tile}), got {self.overlap}")
+        if self.device is not None:
+            self.device = resolve_device(self.device)
+            self.model.to(self.device)
+
+    def __call__(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        """The restored image, float32 (H, W), in the input's scale; `name` is used in error messages."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ValueError(f"{name}: expected an (H, W) image, got shape {image.shape}")
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"{name}: image contains NaN or infinite values")
+        scale = 1.0
+        if self.normalise == "max":
+            peak = float(image.max())
+            scale = peak if peak > 0 else 1.0
+        elif image.min() < 0 or image.max() > 1:
+            raise ValueError(f"{name}: values span [{image.min():.4g}, {image.max():.4g}], outside [0, 1]; "
+                             "use normalisation 'max' (divide by the maximum) or rescale the data")
+        tile = self.tile if self.tile is not None else max(image.shape)
+        out = restore(self.model, image / np.float32(scale), tile=tile, overlap=self.overlap,
+                      device=self.device, batch_size=self.batch_size) * np.float32(scale)
+        return np.maximum(out, 0.0) if self.nonnegative else out

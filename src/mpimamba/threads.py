@@ -13,6 +13,7 @@ import os
 import torch
 
 ENV_VAR = "MPIMAMBA_THREADS"
+_configured: int | None = None  # the count configure_threads / start_numba_pool settled on
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -36,6 +37,8 @@ def configure_threads(threads: int | None = None) -> int:
         # numba first: starting its OpenMP pool resets the OpenMP runtime it shares with torch
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(count)
+    global _configured
+    _configured = count
     return count
 
 
@@ -47,6 +50,20 @@ def start_numba_pool() -> None:
     """
     import numba
 
-    count = torch.get_num_threads()
+    global _configured
+    count = _configured or torch.get_num_threads()
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(count)
+    _configured = count
+
+
+def use_configured_threads() -> None:
+    """Give the calling thread numba's configured count. numba keeps the count per Python thread, so a
+    kernel launched from a thread other than the one that configured it would otherwise use every core;
+    this only sets a thread-local value (no pool is resized)."""
+    import numba
+
+    if _configured is not None:
+        want = min(_configured, numba.config.NUMBA_NUM_THREADS)
+        if numba.get_num_threads() != want:
+            numba.set_num_threads(want)

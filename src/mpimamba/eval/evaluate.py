@@ -7,8 +7,9 @@
     OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
     OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
 
-A checkpoint's label is the "label" key of its JSON config if present, else its method name. Images are
-scored as they are on disk (the dataset is in [0, 1]); `convention` picks DESIGN §5's metrics ("ours",
+A checkpoint's label is the "label" key of its JSON config if present, else its method name. Each input
+is restored through `infer.Restoration`, exactly as `calibrate` would write it (same normalisation and
+non-negative clamp), and scored against its target as it is on disk; `convention` picks DESIGN §5's metrics ("ours",
 the default, used in our tables) or the authors' 8-bit variant ("authors").
 """
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from ..data.paired import PairedFolder
 from ..fileutil import write_text_atomic
-from ..infer import resolve_device, restore
+from ..infer import Restoration, resolve_device
 from ..models.checkpoint import load_model, read_model_config
 from .figures import save_comparison, save_grid
 from .metrics import CONVENTIONS, scores
@@ -121,10 +122,12 @@ def evaluate(
     split: str = "test",
     out: str | Path = "report",
     convention: str = "ours",
-    tile: int | None = None,
+    tile: int | None = 256,
+    overlap: int = 32,
     device: str | None = None,
     overwrite: bool = False,
     figures: bool = True,
+    normalise: str = "max",
 ) -> list[dict]:
     """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table."""
     if convention not in CONVENTIONS:
@@ -154,10 +157,11 @@ def evaluate(
         record(INPUT, INPUT, "", name, lq, gt)
     bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
     for ckpt in checkpoints:
-        model = load_model(ckpt.path, map_location=device)
+        restoration = Restoration(load_model(ckpt.path, map_location=device), normalise=normalise, tile=tile,
+                                  overlap=overlap, device=device)
         for i, name in enumerate(dataset.names):
             lq, gt = dataset.read_pair(i)
-            restored = restore(model, lq, tile=tile, device=device)
+            restored = restoration(lq, name=f"{data_root}/{split}/lq/{name}")
             record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt)
             if figures:
                 save_comparison(out / "figures" / ckpt.name / f"{name}.png", lq, restored, gt,
@@ -165,7 +169,7 @@ def evaluate(
                 if i < GRID_IMAGES and first_of_label[ckpt.label] == ckpt.name:
                     grid.setdefault(name, (lq, {}, gt))[1][ckpt.label] = restored
             bar.update()
-        del model
+        del restoration
     bar.close()
 
     columns = ["image", "model", "label", "checkpoint", *METRICS]

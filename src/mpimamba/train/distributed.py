@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..infer import resolve_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -26,18 +28,6 @@ class Context:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:  # one GPU per process under torchrun
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def setup(device: str = "auto") -> Context:

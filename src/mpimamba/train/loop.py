@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..eval.metrics import psnr
 from ..fileutil import atomic_path, write_text_atomic
+from ..infer import Restoration
 from ..models import build
 from ..models.base import Restorer
 from ..models.checkpoint import save_model
@@ -74,20 +75,21 @@ def validate(model: Restorer, phase: str, val: list, device: torch.device, seed:
     """(mean loss, mean PSNR) over the validation pairs, in eval mode.
 
     The loss is the phase's own training loss, the number the phase minimises. The PSNR (data range 1)
-    always scores the inference output `model(lq)`, what a user deploys, in every phase: for the first
+    always scores the inference output, through `infer.Restoration` (the path calibrate writes and
+    evaluate scores: normalised, clamped at zero, tiled when large), in every phase: for the first
     phase of MPI-Mamba and DiffIR the phase's own output uses the prior extracted from the ground truth
     and would flatter the model, so there the PSNR is of the backbone restoring with the prior the
     (not yet trained) diffusion model generates from lq.
     """
     was_training = model.training
     model.eval()
+    restoration = Restoration(model)
     losses, psnrs = [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the same noise at every validation (diffusion priors sample)
-        for lq, gt in val:
-            lq, gt = lq[None].to(device), gt[None].to(device)  # (1, C, H, W)
-            losses.append(float(model.training_loss(lq, gt, phase)["loss"]))
-            psnrs.append(psnr(model(lq)[0], gt[0]))
+        for lq, gt in val:  # (C, H, W) each, C = 1
+            losses.append(float(model.training_loss(lq[None].to(device), gt[None].to(device), phase)["loss"]))
+            psnrs.append(psnr(restoration(lq[0].cpu().numpy(), name="validation image"), gt[0].cpu().numpy()))
     model.train(was_training)
     return sum(losses) / len(losses), sum(psnrs) / len(psnrs)
 
@@ -116,9 +118,14 @@ def _clear_run_dir(run: Path) -> None:
 def _load_checkpoint(run: Path, cfg: TrainConfig) -> dict:
     path = run / "checkpoint.pt"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        # weights_only: a run folder may come from someone else, and a full unpickle runs whatever code the
+        # file names; tensors, numbers, strings and containers (all a checkpoint holds) load without it
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated, foreign or code-carrying file
+        raise ValueError(f"cannot read checkpoint {path} as plain tensors and settings: "
+                         f"{str(err).splitlines()[0]}") from err
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(f"checkpoint {path} is not a mpimamba training checkpoint (no 'config' entry)")
     stored = TrainConfig.from_dict(ckpt["config"]).to_dict()
     given = cfg.to_dict()
     changed = [k for k in stored if k not in RUNTIME_FIELDS and stored[k] != given[k]]

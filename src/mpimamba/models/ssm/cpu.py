@@ -38,7 +38,9 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ...threads import start_numba_pool
+from torch.autograd.function import once_differentiable
+
+from ...threads import start_numba_pool, use_configured_threads
 
 SEGMENT = 32  # steps between state checkpoints; the backward recomputes one segment at a time
 
@@ -71,7 +73,8 @@ def _exp2(x):
     polynomial above, and 2^k from its exponent bits. Callers pass x = Δ·A·log2(e) with A pre-scaled, so
     exp(Δ A) costs one multiply, one rounding and five fused multiply-adds. x is clamped to [−126, 127],
     float32's normal range: 2^−126 ≈ 1.2e-38 stands in for anything smaller (a fully decayed state; no
-    denormals, which are slow).
+    denormal decays, which are slow), and 2^127 for anything larger (reachable only with Δ·A > 0, i.e.
+    without softplus and with a negative Δ; a NaN input still gives NaN).
     """
     v = min(max(x, np.float32(-126.0)), np.float32(127.0))
     k = np.floor(v + np.float32(0.5))
@@ -83,7 +86,7 @@ def _exp2(x):
 @numba.njit(inline="always", fastmath=_FAST)
 def _log1p_unit(w):
     """log(1 + w) for w in [0, 1]: 2 atanh(s) with s = w / (2 + w) ∈ [0, 1/3], its series to s^11
-    (truncation < 1e-7 relative)."""
+    (truncation ≤ 1.5e-7 relative, at w = 1)."""
     s = w / (np.float32(2.0) + w)
     s2 = s * s
     series = ((((np.float32(1 / 11) * s2 + np.float32(1 / 9)) * s2 + np.float32(1 / 7)) * s2
@@ -246,6 +249,22 @@ def _backward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, ckpt, gy,
         dbias_part[b, k] = dbias_tot
 
 
+def _check_shapes(u, delta, bias, A, B, C, positions):
+    """The kernels index without bounds checks: refuse inconsistent shapes before they run."""
+    batch, length, n_orders, n_ch = delta.shape
+    n_state = A.shape[1]
+    expected = {"u": (batch, length, u.shape[2], n_ch), "bias": (n_orders, n_ch), "A": (n_orders, n_state, n_ch),
+                "B": (batch, length, n_orders, n_state), "C": (batch, length, n_orders, n_state),
+                "positions": (n_orders, length)}
+    for name, t in zip(expected, (u, bias, A, B, C, positions)):
+        if tuple(t.shape) != expected[name]:
+            raise ValueError(f"selective scan: {name} has shape {tuple(t.shape)}, expected {expected[name]}")
+    if u.shape[2] not in (1, n_orders):
+        raise ValueError(f"selective scan: u has {u.shape[2]} orders, expected 1 or {n_orders}")
+    if length and (int(positions.min()) < 0 or int(positions.max()) >= length):
+        raise ValueError(f"selective scan: positions must lie in [0, {length})")
+
+
 class _ScanCPU(torch.autograd.Function):
     """float32 channels-last scan. u (B, L, Ku, E); delta (B, L, K, E) the raw δ; bias (K, E);
     A (K, N, E); B, C (B, L, K, N); positions (K, L) -> y (B, L, K, E)."""
@@ -253,6 +272,8 @@ class _ScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, bias, A, B, C, positions, softplus):
         u, delta, bias, A, B, C = (t.contiguous() for t in (u, delta, bias, A, B, C))
+        _check_shapes(u, delta, bias, A, B, C, positions)
+        use_configured_threads()
         batch, length, n_orders, n_ch = delta.shape
         y = delta.new_empty(batch, length, n_orders, n_ch)
         ckpt = delta.new_empty(batch, n_orders, -(-length // SEGMENT), A.shape[1], n_ch)  # (B, K, S, N, E)
@@ -264,7 +285,9 @@ class _ScanCPU(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the backward is a kernel, not differentiable itself
     def backward(ctx, gy):
+        use_configured_threads()
         u, delta, bias, A, B, C, ckpt = ctx.saved_tensors
         batch = delta.shape[0]
         if gy.stride(2) == 0:  # the caller summed the orders: one gradient, broadcast over them

@@ -1,0 +1,84 @@
+"""Untrusted files and careless commands (issue 13): what is covered so far."""
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from mpimamba.train import TrainConfig, train
+
+
+class _Payload:
+    """Unpickling this object calls Path.touch(target): code carried by the file itself."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def _tiny_config(out: Path, steps: int = 2) -> TrainConfig:
+    return TrainConfig(method="nafnet", preset="tiny", patch=16, batch=2, steps=steps,
+                       val_images=1, val_every=steps, ckpt_every=steps, out=str(out))  # the simulated stream
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the plain-pickle case below is foreign on purpose
+def test_resume_never_runs_code_from_a_checkpoint(tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "code-ran"
+    train(_tiny_config(run))
+    # a crafted checkpoint in torch's own zip format whose pickle would create `marker` when loaded
+    torch.save({"config": _Payload(marker)}, run / "checkpoint.pt")
+    with zipfile.ZipFile(run / "checkpoint.pt") as z:
+        assert any(name.endswith("data.pkl") for name in z.namelist())
+    with pytest.raises(ValueError, match="cannot read checkpoint .*checkpoint.pt"):
+        train(_tiny_config(run), resume=True)
+    assert not marker.exists()
+    # and a plain pickle (not torch's format) is refused the same way
+    (run / "checkpoint.pt").write_bytes(pickle.dumps({"config": _Payload(marker)}))
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        train(_tiny_config(run), resume=True)
+    assert not marker.exists()
+
+
+def test_a_real_checkpoint_still_loads_as_plain_tensors(tmp_path):
+    run = tmp_path / "run"
+    train(_tiny_config(run))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # what resume does
+    assert state["step"] == 2 and "optimizer" in state and "model" in state
+    train(_tiny_config(run), resume=True)  # a finished run resumes to its end
+    assert (run / "model.safetensors").is_file()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from mpimamba.fileutil import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.md", "x\n")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.md", "x\n")
+        assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_calibrate_never_reads_its_own_outputs_or_temp_files(tmp_path):
+    import numpy as np
+
+    from mpimamba.calibrate import plan_outputs
+    from mpimamba.data.io import write_image
+
+    src = tmp_path / "in"
+    write_image(src / "a.tif", np.ones((8, 8), np.float32))
+    write_image(src / "out" / "a.tif", np.ones((8, 8), np.float32))  # an earlier run's output inside IN
+    (src / ".b.x1y2.tmp.tif").write_bytes(b"")  # a temp file a killed run left behind
+    pairs = plan_outputs([src], src / "out")
+    assert [p.name for p, _ in pairs] == ["a.tif"] and pairs[0][1] == src / "out" / "a.tif"
+    with pytest.raises(ValueError, match="names one image file"):
+        plan_outputs([src / "a.tif", src / "out" / "a.tif"], tmp_path / "x.tif")
