@@ -82,3 +82,56 @@ def test_calibrate_never_reads_its_own_outputs_or_temp_files(tmp_path):
     assert [p.name for p, _ in pairs] == ["a.tif"] and pairs[0][1] == src / "out" / "a.tif"
     with pytest.raises(ValueError, match="names one image file"):
         plan_outputs([src / "a.tif", src / "out" / "a.tif"], tmp_path / "x.tif")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_simulate_overwrite_never_deletes_a_users_dataset(tmp_path):
+    import numpy as np
+
+    from mpimamba.cli import main
+    from mpimamba.data.io import write_image
+
+    users = tmp_path / "real"
+    for split in ("train", "val", "test"):
+        write_image(users / split / "lq" / "scan1.tif", np.ones((8, 8), np.float32))
+        write_image(users / split / "gt" / "scan1.tif", np.ones((8, 8), np.float32))
+    (users / "train" / "notes.txt").write_text("mine")
+    before = _files(users)
+    assert main(["simulate", str(users), "--count", "10", "--size", "16", "--overwrite"]) == 2
+    assert _files(users) == before
+
+
+def test_simulate_overwrite_replaces_only_its_own_files(tmp_path):
+    from mpimamba.data.synthetic import write_dataset
+
+    out = tmp_path / "sim"
+    write_dataset(out, 10, 16, seed=1)
+    (out / "train" / "lq" / "mine.txt").write_text("keep me")
+    write_dataset(out, 10, 16, seed=2, fmt="npy", overwrite=True)
+    assert (out / "train" / "lq" / "mine.txt").read_text() == "keep me"
+    assert not list(out.rglob("*.tif")) and len(list(out.rglob("*.npy"))) == 20
+    assert not list(out.glob(".simulate-staging*"))
+
+
+def test_interrupted_simulate_overwrite_keeps_the_old_dataset(tmp_path, monkeypatch):
+    from mpimamba.data import synthetic
+
+    out = tmp_path / "sim"
+    synthetic.write_dataset(out, 10, 16, seed=1)
+    before = _files(out)
+    real, calls = synthetic.make_pairs, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first batch
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "make_pairs", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.write_dataset(out, 40, 16, seed=2, overwrite=True, batch=8)
+    assert _files(out) == before
+    assert not list(out.glob(".simulate-staging*"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -69,14 +70,55 @@ class SyntheticPairs(IterableDataset):
                 yield torch.from_numpy(a)[None], torch.from_numpy(b)[None]
 
 
+GENERATOR = "mpimamba.data.synthetic.write_dataset"  # the manifest's mark of a dataset this function wrote
+
+
+def _owned_files(out: Path) -> list[Path]:
+    """The pair files of the dataset `write_dataset` wrote in OUT (named by its manifest), or refuse.
+
+    Only a folder whose manifest says this function made it may be overwritten, and only the files that
+    manifest accounts for: a user's own dataset, or the user's files beside ours, are never deleted.
+    """
+    manifest_path = out / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise FileExistsError(f"{out} is not empty and holds no manifest.json; --overwrite replaces only a "
+                              "dataset that `mpimamba simulate` wrote, so choose an empty or new folder") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise FileExistsError(f"{manifest_path} is unreadable ({err}); --overwrite refuses to replace {out}") from err
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        raise FileExistsError(f"{manifest_path} was not written by `mpimamba simulate`; --overwrite refuses to "
+                              f"replace {out}")
+    suffix = FORMATS.get(manifest.get("format"), "")
+    counts = manifest.get("counts", {})
+    owned, index = [], 0
+    for split in SPLITS:
+        for _ in range(int(counts.get(split, 0))):
+            owned += [out / split / kind / f"{index:06d}{suffix}" for kind in ("lq", "gt")]
+            index += 1
+    return owned
+
+
+def _remove_empty_dirs(out: Path) -> None:
+    for split in SPLITS:
+        for folder in (out / split / "lq", out / split / "gt", out / split):
+            try:
+                folder.rmdir()  # only when empty: the user's own files keep their folders
+            except OSError:
+                pass
+
+
 def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = PairConfig(), seed: int = 0,
                   fmt: str = "tiff", overwrite: bool = False, batch: int = 32) -> dict:
     """Write `count` pairs to OUT/{train,val,test}/{lq,gt}/NNNNNN.ext (8:1:1) and OUT/manifest.json.
 
     Same arguments -> identical files. An existing non-empty OUT is refused (and left untouched) unless
-    `overwrite`, which first removes OUT/{train,val,test} and OUT/manifest.json (nothing else) so no
-    stale pair survives. Every file is written atomically; the manifest comes last, so a dataset with a
-    manifest is complete. Returns the manifest.
+    `overwrite`, which replaces only a dataset this function wrote there (its manifest says so) and only
+    the files that manifest names; anything else in OUT stays. The new dataset is written in full to a
+    hidden staging folder inside OUT first, so an interruption leaves the old dataset as it was; then the
+    old pair files are removed, the new ones moved in, and the manifest written last (a dataset with a
+    manifest is complete). Returns the manifest.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -85,29 +127,47 @@ def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = P
         raise ValueError(f"count must be >= 1, got {count}")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    old_files: list[Path] = []
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".simulate-staging")):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; pass --overwrite (overwrite=True) to replace its dataset")
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-        (out / "manifest.json").unlink(missing_ok=True)
+        old_files = _owned_files(out)
 
     counts = split_counts(count)
     # pair i goes to the split whose index range holds it: train first, then val, then test
     splits = [s for s in SPLITS for _ in range(counts[s])]
     rng = np.random.default_rng(seed)
     suffix = FORMATS[fmt]
-    with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
-        for start in range(0, count, batch):
-            lq, gt = make_pairs(rng, config, size, min(batch, count - start))
-            for i, (a, b) in enumerate(zip(lq, gt), start):
-                name = f"{i:06d}{suffix}"
-                write_image(out / splits[i] / "lq" / name, a, overwrite=overwrite)
-                write_image(out / splits[i] / "gt" / name, b, overwrite=overwrite)
-            bar.update(len(lq))
+    staging = out / f".simulate-staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
+            for start in range(0, count, batch):
+                lq, gt = make_pairs(rng, config, size, min(batch, count - start))
+                for i, (a, b) in enumerate(zip(lq, gt), start):
+                    name = f"{i:06d}{suffix}"
+                    write_image(staging / splits[i] / "lq" / name, a)
+                    write_image(staging / splits[i] / "gt" / name, b)
+                bar.update(len(lq))
+        owned = set(old_files)
+        clashes = [out / f.relative_to(staging) for f in staging.rglob("*") if f.is_file()]
+        clashes = [str(t) for t in clashes if t.exists() and t not in owned]
+        if clashes:
+            raise FileExistsError(f"{clashes[0]} is not part of the dataset being replaced; move it away "
+                                  f"({len(clashes)} such file(s))")
+        for path in old_files:  # the new dataset is complete: now the old one goes
+            path.unlink(missing_ok=True)
+        _remove_empty_dirs(out)
+        for new in sorted(staging.rglob("*")):
+            if new.is_file():
+                target = out / new.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(new, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     manifest = {
         "mpimamba_version": __version__,
-        "generator": "mpimamba.data.synthetic.write_dataset",
+        "generator": GENERATOR,
         "protocol": {"size": size, **dataclasses.asdict(config)},
         "seed": seed,
         "format": fmt,
