@@ -41,6 +41,7 @@ from mpimamba.models.ssm import ss2d_scan, use_scan_backend
 from mpimamba.threads import configure_threads
 
 BATCH, PATCH = 8, 64
+NORMS_NOTE = ("Norms: MPI-Mamba, SFM, NAFNet and DiffIR use LayerNorm with a bias, which runs through PyTorch's fused `layer_norm`; Restormer uses the bias-free variant its paper chose, which has no fused PyTorch op and runs as a variance reduction (the same code as before issue 10).")
 SCAN_SHAPE = dict(batch=8, orders=4, channels=32, state=16, height=64, width=64)
 
 
@@ -194,6 +195,7 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
         f"Machine: {host}. Load average at the start: {loads[0]}; at the end: {loads[1]}.",
         f"Medians of {args.repeats} runs after one warm-up; thread counts set once per column "
         "(`mpimamba.threads.configure_threads`).",
+        NORMS_NOTE,
         "",
         f"Training step, `small` preset, batch {BATCH}, {PATCH}×{PATCH} (forward, L1 loss, backward, "
         "gradient clipping, AdamW), seconds:",
