@@ -135,3 +135,51 @@ def test_interrupted_simulate_overwrite_keeps_the_old_dataset(tmp_path, monkeypa
         synthetic.write_dataset(out, 40, 16, seed=2, overwrite=True, batch=8)
     assert _files(out) == before
     assert not list(out.glob(".simulate-staging*"))
+
+
+def _fake_lock(folder: Path, pid: int) -> Path:
+    import json
+    import socket
+
+    from mpimamba.locks import lock_path
+
+    lock = lock_path(folder)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "earlier",
+                                "command": "mpimamba train ..."}))
+    return lock
+
+
+def test_a_live_run_folder_is_refused_and_a_stale_lock_recovered(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = _fake_lock(run, other.pid)  # another live process trains into RUN
+        for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(FileExistsError, match=f"in use by process {other.pid}"):
+                train(_tiny_config(run), **kwargs)
+        assert not run.exists() and lock.exists()  # nothing created, the holder's lock kept
+    finally:
+        other.kill()
+        other.wait()
+    train(_tiny_config(run))  # its process is gone: the stale lock is taken over
+    assert (run / "model.safetensors").is_file() and not lock.exists()
+
+
+def test_calibrate_and_simulate_refuse_a_folder_in_use(tmp_path):
+    import os
+
+    from mpimamba.cli import main
+
+    out = tmp_path / "sim"
+    _fake_lock(out, os.getppid())  # a live process: our parent
+    assert main(["simulate", str(out), "--count", "10", "--size", "16"]) == 2
+    assert not out.exists()
+    restored = tmp_path / "restored"
+    _fake_lock(restored, os.getppid())
+    (tmp_path / "img.npy").write_bytes(b"")
+    assert main(["calibrate", str(tmp_path / "img.npy"), "-o", str(restored)]) == 2
+    assert not restored.exists()

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .data.io import SUFFIXES, read_image, write_image
 from .infer import Restoration, default_model_path, resolve_device
+from .locks import folder_lock
 from .models.checkpoint import load_model
 
 
@@ -77,6 +78,11 @@ def calibrate(
     normalise: str = "max",
 ) -> list[Path]:
     """Restore every input image (see the module docstring for paths and scaling); return the written files."""
+    with folder_lock(out, "output"):  # one calibrate at a time writes into OUT
+        return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise)
+
+
+def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise) -> list[Path]:
     pairs = plan_outputs(inputs, out)
     existing = [str(dst) for _, dst in pairs if dst.exists()]
     if existing and not overwrite:

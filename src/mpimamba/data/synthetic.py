@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..fileutil import write_text_atomic
+from ..locks import folder_lock
 from ..physics.pairs import PairConfig, make_pairs
 from .io import write_image
 from .splits import SPLITS, split_counts
@@ -118,8 +119,15 @@ def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = P
     the files that manifest names; anything else in OUT stays. The new dataset is written in full to a
     hidden staging folder inside OUT first, so an interruption leaves the old dataset as it was; then the
     old pair files are removed, the new ones moved in, and the manifest written last (a dataset with a
-    manifest is complete). Returns the manifest.
+    manifest is complete). OUT's lock (`mpimamba.locks`) is held throughout, so two commands never
+    write one dataset. Returns the manifest.
     """
+    with folder_lock(out, "dataset folder"):
+        return _write_dataset(out, count, size, config, seed, fmt, overwrite, batch)
+
+
+def _write_dataset(out: str | Path, count: int, size: int, config: PairConfig, seed: int,
+                   fmt: str, overwrite: bool, batch: int) -> dict:
     out = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")

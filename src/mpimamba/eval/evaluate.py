@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.paired import PairedFolder
 from ..fileutil import write_text_atomic
 from ..infer import Restoration, resolve_device
+from ..locks import folder_lock
 from ..models.checkpoint import load_model, read_model_config
 from .figures import save_comparison, save_grid
 from .metrics import CONVENTIONS, scores
@@ -130,6 +131,13 @@ def evaluate(
     normalise: str = "max",
 ) -> list[dict]:
     """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table."""
+    with folder_lock(out, "report folder"):
+        return _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
+                         normalise)
+
+
+def _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
+              normalise) -> list[dict]:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     if not models:

@@ -19,6 +19,7 @@ a resumed run repeats an uninterrupted one bit for bit on CPU and the checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import shutil
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from ..eval.metrics import psnr
 from ..fileutil import atomic_path, write_text_atomic
 from ..infer import Restoration
+from ..locks import folder_lock
 from ..models import build
 from ..models.base import Restorer
 from ..models.checkpoint import save_model
@@ -174,6 +176,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
 def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: bool,
            data: TrainData | None) -> Restorer:
+    # rank 0 holds the run folder's lock for the whole run: a second train (or --overwrite, or --resume)
+    # on a live run is refused instead of replacing it or training it twice
+    with folder_lock(cfg.out, "run folder") if ctx.is_main else contextlib.nullcontext():
+        return _train_locked(cfg, ctx, resume, overwrite, data)
+
+
+def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: bool,
+                  data: TrainData | None) -> Restorer:
     run = Path(cfg.out)
     _check_run_dir(run, resume, overwrite)
     ckpt = _load_checkpoint(run, cfg) if resume else None
