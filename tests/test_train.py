@@ -87,6 +87,11 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="batch"):
         TrainConfig(batch=0)
+    # settings that used to fail late, after the run folder existed, with messages that misled
+    for bad, match in (({"seed": -1}, "seed"), ({"seed": 2**64}, "seed"), ({"lr": float("nan")}, "lr"),
+                       ({"lr": float("inf")}, "lr"), ({"patch": 1}, "patch"), ({"grad_clip": float("nan")}, "grad_clip")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad)
 
 
 def test_batches_resume_mid_stream_and_ranks_differ(tmp_path):
@@ -100,7 +105,8 @@ def test_batches_resume_mid_stream_and_ranks_differ(tmp_path):
             assert torch.equal(a_lq, b_lq) and torch.equal(a_gt, b_gt)
         other = next(batches(data, start=0, rank=1, **kw))
         assert not torch.equal(full[0][0], other[0])
-        assert full[0][0].shape == (2, 1, 8, 8) if isinstance(train_set, PairedFolder) else (2, 1, 16, 16)
+        expected = (2, 1, 8, 8) if isinstance(train_set, PairedFolder) else (2, 1, 16, 16)
+        assert full[0][0].shape == expected
 
 
 def test_tiny_model_lowers_validation_loss_on_simulated_pairs(tmp_path):

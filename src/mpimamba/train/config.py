@@ -8,6 +8,7 @@ gradient-norm clipping 0.01, batch 32, patch 64, seed 101, 100k iterations per p
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,16 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not 0.0 <= self.constant_fraction <= 1.0:
             raise ValueError(f"constant_fraction must lie in [0, 1], got {self.constant_fraction}")
+        for name in ("lr", "min_lr", "grad_clip", "weight_decay"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:
             raise ValueError("lr and grad_clip must be positive and min_lr non-negative")
+        if self.patch < 8:  # the smallest side every network accepts after its internal padding is sensible
+            raise ValueError(f"patch must be at least 8 pixels, got {self.patch}")
+        if not 0 <= int(self.seed) < 2**32:  # numpy's and torch's seeds
+            raise ValueError(f"seed must lie in [0, 2**32), got {self.seed}")
 
     @property
     def run_label(self) -> str:
