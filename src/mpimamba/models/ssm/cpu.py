@@ -20,8 +20,9 @@ Precision: float32 everywhere as in mamba_ssm's CUDA kernel, except the long sum
 which add float32 partial sums of one segment into float64 totals. exp, log1p and the softplus are
 polynomial approximations accurate to a few float32 ulps (below).
 
-Memory beyond inputs and outputs: the forward keeps the state every `SEGMENT` steps, (B, K, S, N, E)
-float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half the size of u per order; the backward recomputes
+Memory beyond inputs and outputs: when a backward will follow, the forward keeps the state every `SEGMENT`
+steps, (B, K, S, N, E) float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half the size of u per order
+(nothing in inference); the backward recomputes
 one segment at a time in per-item buffers of (SEGMENT + 1, N, E) states and (SEGMENT, N, E) decays.
 
 Threads: numba's pool size is set once per process (`mpimamba.threads`), never per call.
@@ -114,12 +115,12 @@ def _step_delta(raw, bias, softplus, dt, slope):
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
-def _forward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, y, ckpt):
+def _forward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, y, ckpt, save):
     """y[b, p, k] = scan_k(u)[p]; ckpt[b, k, s] = the state before step s·SEGMENT of order k.
 
     u: (B, L, Ku, E) with Ku = 1 (one input shared by all orders) or K; delta: (B, L, K, E), the raw δ;
     bias: (K, E); A: (K, N, E); Bm, Cm: (B, L, K, N); positions: (K, L) the pixel of each step of each
-    order; y: (B, L, K, E); ckpt: (B, K, S, N, E). Rows (1-D views over E or N) are taken
+    order; y: (B, L, K, E); ckpt: (B, K, S, N, E), written only when `save` (a backward will follow). Rows (1-D views over E or N) are taken
     once per step so the inner loops see plain contiguous vectors.
     """
     batch, length, n_orders, n_ch = delta.shape
@@ -135,7 +136,7 @@ def _forward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, y, ckpt):
         dt = np.empty(n_ch, np.float32)
         slope = np.empty(n_ch, np.float32)
         for t in range(length):
-            if t % SEGMENT == 0:
+            if save and t % SEGMENT == 0:
                 ckpt[b, k, t // SEGMENT] = h
             p = positions[k, t]
             ut, yt = u[b, p, ku], y[b, p, k]
@@ -276,10 +277,12 @@ class _ScanCPU(torch.autograd.Function):
         use_configured_threads()
         batch, length, n_orders, n_ch = delta.shape
         y = delta.new_empty(batch, length, n_orders, n_ch)
-        ckpt = delta.new_empty(batch, n_orders, -(-length // SEGMENT), A.shape[1], n_ch)  # (B, K, S, N, E)
+        save = any(ctx.needs_input_grad)  # without a backward to come (inference) no checkpoints are kept
+        segments = -(-length // SEGMENT) if save else 0
+        ckpt = delta.new_empty(batch, n_orders, segments, A.shape[1], n_ch)  # (B, K, S, N, E)
         pos = positions.contiguous().numpy()
         _forward_kernel(u.numpy(), delta.numpy(), bias.numpy(), softplus, A.numpy(), B.numpy(), C.numpy(), pos,
-                        y.numpy(), ckpt.numpy())
+                        y.numpy(), ckpt.numpy(), save)
         ctx.save_for_backward(u, delta, bias, A, B, C, ckpt)
         ctx.positions, ctx.softplus = pos, softplus
         return y
