@@ -30,11 +30,13 @@ def dataset(tmp_path, rng):
     return root
 
 
-def checkpoint(path, method, label=None, seed=0):
+def checkpoint(path, method, label=None, seed=0, steps=10):
+    """A model file as training writes it: label, seed and the training settings (here just a budget)."""
     import torch
 
     torch.manual_seed(seed)
-    return save_model(build(method, "tiny"), path, extra={"label": label} if label else None)
+    extra = {"seed": seed, "training": {"steps": steps, "seed": seed, "out": str(path)}}
+    return save_model(build(method, "tiny"), path, extra={**extra, **({"label": label} if label else {})})
 
 
 def read_csv(path):
@@ -189,3 +191,29 @@ def test_restoration_rules(rng):
         Restoration(model, normalise="mean")
     with pytest.raises(ValueError, match="overlap"):
         Restoration(model, tile=16, overlap=16)
+
+
+def test_rows_group_only_seeds_of_one_configuration(tmp_path, dataset):
+    """Two models that share a method name are not seeds (issue 12): the 500-step run and the 10-step run
+    are two rows named by their run folders; seeds of one configuration are one row; --label groups."""
+    short1, short2 = tmp_path / "short-s1", tmp_path / "short-s2"
+    checkpoint(short1 / "model", "nafnet", seed=1)
+    checkpoint(short2 / "model", "nafnet", seed=2)
+    longer = tmp_path / "long"
+    checkpoint(longer / "model", "nafnet", seed=1, steps=500)
+    base = ["--data", str(dataset), "--device", "cpu", "--no-figures"]
+    assert main(["evaluate", str(short1), str(short2), str(longer), "--out", str(tmp_path / "r1"), *base]) == 0
+    rows = {r["method"]: r for r in read_csv(tmp_path / "r1" / "table.csv")}
+    assert set(rows) == {"input", "nafnet (short-s1)", "nafnet (short-s2)", "nafnet (long)"}
+    assert main(["evaluate", str(short1), str(short2), "--out", str(tmp_path / "r2"), *base]) == 0
+    rows = {r["method"]: r for r in read_csv(tmp_path / "r2" / "table.csv")}
+    assert set(rows) == {"input", "nafnet"} and rows["nafnet"]["checkpoints"] == "2"
+    # the same seed twice is not a spread over seeds
+    assert main(["evaluate", str(short1), str(short1 / "model.safetensors"), "--out", str(tmp_path / "r3"), *base]) == 0
+    assert len(read_csv(tmp_path / "r3" / "table.csv")) == 3
+    # the user may say they belong together
+    assert main(["evaluate", str(short1), str(longer), "--label", f"all={short1}", "--label", f"all={longer}",
+                 "--out", str(tmp_path / "r4"), *base]) == 0
+    rows = {r["method"]: r for r in read_csv(tmp_path / "r4" / "table.csv")}
+    assert set(rows) == {"input", "all"} and rows["all"]["checkpoints"] == "2"
+    assert main(["evaluate", str(short1), "--label", "oops", "--out", str(tmp_path / "r5"), *base]) == 2

@@ -161,6 +161,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--convention", default="ours", choices=("ours", "authors"),
                    help="metric convention (DESIGN §5): ours (default) or the authors' 8-bit variant")
     _add_restoration_options(p)
+    p.add_argument("--label", action="append", default=[], metavar="NAME=PATH",
+                   help="put checkpoint PATH in table row NAME (repeatable); checkpoints are otherwise one row "
+                        "only when they are seeds of one configuration")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=_run_evaluate)
@@ -169,9 +172,15 @@ def _add_evaluate(sub) -> None:
 def _run_evaluate(args) -> None:
     from .eval.evaluate import evaluate
 
+    labels = {}
+    for item in args.label:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CLIError(f"--label expects NAME=PATH, got {item!r}")
+        labels[path] = name
     evaluate(args.models, args.data, split=args.split, out=args.out, convention=args.convention, tile=args.tile,
              overlap=args.overlap, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
-             figures=args.figures)
+             figures=args.figures, labels=labels)
     print((args.out / "table.md").read_text(), end="")
     print(f"report written to {args.out}")
 

@@ -7,7 +7,10 @@
     OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
     OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
 
-A checkpoint's label is the "label" key of its JSON config if present, else its method name. Each input
+A checkpoint's label is the "label" key of its JSON config if present, else its method name; checkpoints
+sharing a label are one row (mean ± std over them) only when they are seeds of one configuration (same
+network and training settings, different seeds) or the user labels them together (`labels`); otherwise
+each is its own row, "label (run folder)". Each input
 is restored through `infer.Restoration`, exactly as `calibrate` would write it (same normalisation and
 non-negative clamp), and scored against its target as it is on disk; `convention` picks DESIGN §5's metrics ("ours",
 the default, used in our tables) or the authors' 8-bit variant ("authors").
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,23 +56,76 @@ def score_cells(row: dict) -> str:
 @dataclass
 class Checkpoint:
     path: Path
-    label: str
+    label: str  # the table row: checkpoints sharing it are seeds of one configuration
     name: str  # unique per evaluation: the label, or label-2, label-3, ... when labels repeat
 
 
-def _checkpoints(paths: list[str | Path]) -> list[Checkpoint]:
-    out: list[Checkpoint] = []
-    seen: dict[str, int] = defaultdict(int)
+# training settings that say how a run was executed or saved, not what it computes: seeds of one
+# configuration may differ in these
+RUNTIME_SETTINGS = ("seed", "out", "device", "workers", "label", "ckpt_every", "val_every", "val_images")
+
+
+def configuration(cfg: dict) -> str:
+    """What makes two checkpoints the same configuration: the network (method, preset, overrides) and every
+    training setting (data, protocol, budget, optimiser) except the seed and how the run was executed."""
+    training = cfg.get("training")
+    if isinstance(training, dict):
+        training = {k: v for k, v in training.items() if k not in RUNTIME_SETTINGS}
+    key = {"method": cfg["method"], "preset": cfg["preset"], "overrides": cfg.get("overrides", {}),
+           "training": training}
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _run_name(path: Path) -> str:
+    """A checkpoint's own name: its run folder (for RUN or RUN/model.safetensors), else the file's stem."""
+    path = path if path.is_dir() else path.with_suffix("")
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
+
+
+def _checkpoints(paths: list[str | Path], labels: dict[str, str] | None = None) -> list[Checkpoint]:
+    """Checkpoints with their table rows. A row groups checkpoints as seeds only when they share a label and
+    are the same `configuration` with different seeds, or when the user labels them together (`labels`:
+    path -> row name, `--label NAME=PATH`); any other checkpoint is its own row, named by its run folder."""
+    labels = {str(Path(k)): v for k, v in (labels or {}).items()}
+    entries = []
     for p in paths:
         path = Path(p)
         if not path.exists() and not path.with_suffix(".safetensors").exists():
             raise FileNotFoundError(f"checkpoint {path} not found (a .safetensors file or a run folder)")
         cfg = read_model_config(path)
-        label = str(cfg.get("label") or cfg["method"])
+        given = labels.get(str(path))
+        label = given or str(cfg.get("label") or cfg["method"])
         if label == INPUT:
             raise ValueError(f"checkpoint {path}: the label {INPUT!r} is reserved for the input row")
-        seen[label] += 1
-        out.append(Checkpoint(path, label, label if seen[label] == 1 else f"{label}-{seen[label]}"))
+        entries.append((path, label, given is not None, configuration(cfg), cfg.get("seed")))
+    unknown = set(labels) - {str(e[0]) for e in entries}
+    if unknown:
+        raise ValueError(f"--label names {sorted(unknown)}, which are not among the checkpoints evaluated")
+
+    def seeds_of_one_configuration(group) -> bool:
+        seeds = [e[4] for e in group]
+        return len({e[3] for e in group}) == 1 and None not in seeds and len(set(seeds)) == len(seeds)
+
+    by_label: dict[str, list] = defaultdict(list)
+    for e in entries:
+        by_label[e[1]].append(e)
+    taken: dict[str, int] = defaultdict(int)
+    row_of: dict[int, str] = {}  # id(entry) -> its table row
+    for label, group in by_label.items():
+        together = len(group) == 1 or all(e[2] for e in group) or seeds_of_one_configuration(group)
+        for e in group:
+            if together:
+                row_of[id(e)] = label
+                continue
+            row = f"{label} ({_run_name(e[0])})"
+            taken[row] += 1  # the same run given twice: still two rows
+            row_of[id(e)] = row if taken[row] == 1 else f"{row} #{taken[row]}"
+    out: list[Checkpoint] = []
+    seen: dict[str, int] = defaultdict(int)
+    for e in entries:
+        path, row = e[0], row_of[id(e)]
+        seen[row] += 1
+        out.append(Checkpoint(path, row, row if seen[row] == 1 else f"{row}-{seen[row]}"))
     return out
 
 
@@ -129,15 +186,16 @@ def evaluate(
     overwrite: bool = False,
     figures: bool = True,
     normalise: str = "max",
+    labels: dict[str, str] | None = None,
 ) -> list[dict]:
     """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table."""
     with folder_lock(out, "report folder"):
         return _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
-                         normalise)
+                         normalise, labels)
 
 
 def _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
-              normalise) -> list[dict]:
+              normalise, labels) -> list[dict]:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     if not models:
@@ -147,7 +205,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace the report")
-    checkpoints = _checkpoints(models)
+    checkpoints = _checkpoints(models, labels)
     dataset = PairedFolder(data_root, split)
     device = resolve_device(device)
 
