@@ -183,3 +183,34 @@ def test_calibrate_and_simulate_refuse_a_folder_in_use(tmp_path):
     (tmp_path / "img.npy").write_bytes(b"")
     assert main(["calibrate", str(tmp_path / "img.npy"), "-o", str(restored)]) == 2
     assert not restored.exists()
+
+
+def test_a_model_of_another_preset_is_one_line_naming_the_file(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from mpimamba.cli import main
+    from mpimamba.models import build, save_model
+
+    weights = save_model(build("nafnet", "tiny"), tmp_path / "m" / "model")
+    config = tmp_path / "m" / "model.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "preset": "small"}))
+    np.save(tmp_path / "x.npy", np.ones((16, 16), np.float32))
+    assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o"), "--model", str(weights),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(weights) in err and "size mismatch" in err
+
+
+def test_ctrl_c_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from mpimamba import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(run=interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "mpimamba info: interrupted"

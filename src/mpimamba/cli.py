@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"mpimamba {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so what exists is whole
+        hint = " (continue with --resume)" if args.command == "train" else ""
+        print(f"mpimamba {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -71,7 +71,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Re
         state = load_file(str(weights), device=str(map_location))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"cannot read model weights {weights}: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensors of other shapes: another preset or overrides; one line, not 270
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+        raise ValueError(f"model weights {weights} do not fit {cfg['method']}/{cfg['preset']} as its "
+                         f"{stem.with_suffix('.json').name} describes it ({first})") from None
     if missing or unexpected:
         raise ValueError(
             f"model weights {weights} do not match {cfg['method']}/{cfg['preset']}: "
