@@ -31,6 +31,8 @@ REFERENCES = {
     "restormer": "Zamir et al., CVPR 2022",
     "swinir": "Liang et al., ICCV Workshops 2021",
     "diffir": "Xia et al., ICCV 2023",
+    "wiener": "Wiener deconvolution, full-field x-space PSF (training-free)",
+    "richardson_lucy": "Richardson (1972), Lucy (1974); full-field x-space PSF (training-free)",
 }
 
 

@@ -1,4 +1,4 @@
-"""Table 1 and Figure 6: all 8 methods on the simulation test set, trained with the same budget.
+"""Table 1 and Figure 6: the 8 networks and the 2 training-free deconvolutions on the simulation test set.
 
     python experiments/table1.py                     # the CPU budget below, ~1 h on 2 cores
     python experiments/table1.py --preset paper --steps 100000 --batch 32 --device cuda   # the paper's
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = common.parser(__doc__, steps=200, batch=4, seeds=[101, 102, 103], test_count=30)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help="a subset of the methods (default: all 8)")
+                   help="a subset of the methods (default: all 8 networks and wiener, richardson_lucy)")
     p.add_argument("--patch", type=int, default=64, help="training patch (the paper: 64)")
     args = p.parse_args(argv)
 

@@ -71,8 +71,13 @@ def configuration(cfg: dict) -> str:
     training = cfg.get("training")
     if isinstance(training, dict):
         training = {k: v for k, v in training.items() if k not in RUNTIME_SETTINGS}
-    key = {"method": cfg["method"], "preset": cfg["preset"], "overrides": cfg.get("overrides", {}),
-           "training": training}
+    if isinstance(training, dict) and {"method", "preset"} <= set(training):
+        # what the user asked for; the model's own overrides may hold what training chose (a classical
+        # method's fitted setting), which varies from seed to seed like weights do
+        key = training
+    else:
+        key = {"method": cfg["method"], "preset": cfg["preset"], "overrides": cfg.get("overrides", {}),
+               "training": training}
     return json.dumps(key, sort_keys=True, default=str)
 
 

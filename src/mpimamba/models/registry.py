@@ -19,6 +19,9 @@ METHODS: dict[str, str] = {
     "restormer": "mpimamba.models.baselines.restormer",
     "swinir": "mpimamba.models.baselines.swinir",
     "diffir": "mpimamba.models.baselines.diffir",
+    # training-free: deconvolution with the known x-space PSF
+    "wiener": "mpimamba.models.classical.wiener",
+    "richardson_lucy": "mpimamba.models.classical.richardson_lucy",
 }
 
 PRESET_NAMES = ("tiny", "small", "paper")

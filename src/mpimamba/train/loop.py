@@ -20,7 +20,9 @@ a resumed run repeats an uninterrupted one bit for bit on CPU and the checkpoint
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import json
 import math
 import shutil
 import time
@@ -44,7 +46,8 @@ from .log import RunLog
 
 # settings a resumed run may change without changing what it computes (apart from device numerics)
 RUNTIME_FIELDS = ("device", "out")
-RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json")
+FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
+RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
 
 
 class ConstantThenCosine:
@@ -174,6 +177,26 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         distributed.teardown(ctx)
 
 
+def _fit_training_free(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, val: list, run: Path) -> Restorer:
+    """Deconvolution methods have one setting and no weights: pick it on the validation pairs (the rule is
+    in models.classical.deconvolution) and save the model like a trained one, with the scores of every
+    candidate in RUN/fit.json."""
+    scores = model.fit(val)
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / "config.json", cfg.to_json())
+        chosen = getattr(model, model.SETTING)
+        at_edge = chosen in (model.GRID[0], model.GRID[-1])  # the best may lie beyond the values tried
+        report = {"setting": model.SETTING, "chosen": chosen, "at_edge_of_grid": at_edge,
+                  "validation_pairs": len(val), "mean_psnr_per_value": {str(k): v for k, v in scores.items()}}
+        write_text_atomic(run / "fit.json", json.dumps(report, indent=2) + "\n")
+        save_model(model, run / "model", extra={"label": cfg.run_label, "seed": cfg.seed, "training": cfg.to_dict()})
+        print(f"{cfg.method}: {model.SETTING} = {chosen} (validation PSNR {scores[chosen]:.2f} dB over {len(val)} pairs"
+              + (", at the edge of the values tried)" if at_edge else ")"))
+    distributed.barrier(ctx)
+    return model
+
+
 def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: bool,
            data: TrainData | None) -> Restorer:
     # rank 0 holds the run folder's lock for the whole run: a second train (or --overwrite, or --resume)
@@ -199,6 +222,10 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     data = data if data is not None else build_data(cfg)
     if not data.val:
         raise ValueError("the validation set is empty")
+    if not model.phases:  # a training-free method (models.classical): choose its setting on validation
+        if len(data.val) < FIT_PAIRS and cfg.val_images < FIT_PAIRS:  # fitting is cheap: use more pairs
+            data = build_data(dataclasses.replace(cfg, val_images=FIT_PAIRS))
+        return _fit_training_free(cfg, ctx, model, data.val, run)
 
     start_phase, start_step = (ckpt["phase_index"], ckpt["step"]) if ckpt is not None else (0, 0)
     log = None
