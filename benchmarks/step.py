@@ -196,6 +196,9 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
         f"Medians of {args.repeats} runs after one warm-up; thread counts set once per column "
         "(`mpimamba.threads.configure_threads`).",
         NORMS_NOTE,
+        "Training-free methods (wiener, richardson_lucy) have no training step; their inference time is at "
+        "their default setting (Richardson–Lucy: 40 iterations; its time grows linearly with the iterations "
+        "`train` chooses).",
         "",
         f"Training step, `small` preset, batch {BATCH}, {PATCH}×{PATCH} (forward, L1 loss, backward, "
         "gradient clipping, AdamW), seconds:",
