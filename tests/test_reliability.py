@@ -214,3 +214,31 @@ def test_ctrl_c_is_one_line_not_a_traceback(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["info"].set_defaults(run=interrupted)
     assert cli.main(["info"]) == 130
     assert capsys.readouterr().err.strip() == "mpimamba info: interrupted"
+
+
+def test_calibrate_continues_after_a_bad_file_and_an_interruption(tmp_path, capsys):
+    import numpy as np
+
+    from mpimamba.cli import main
+    from mpimamba.data.io import write_image
+    from mpimamba.models import build, save_model
+
+    model = save_model(build("nafnet", "tiny"), tmp_path / "m" / "model")
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        write_image(src / f"{name}.tif", np.random.default_rng(0).random((16, 16)).astype(np.float32))
+    (src / "bad.npy").write_bytes(b"not an array")
+    out = tmp_path / "out"
+    args = ["calibrate", str(src), "-o", str(out), "--model", str(model), "--device", "cpu"]
+    assert main(args) == 2  # the bad file is listed at the end, the good ones are written
+    err = capsys.readouterr().err
+    assert "bad.npy" in err and "1 of 4" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "c.tif"]
+    # an interrupted run (here: one output removed) continues without recomputing the others
+    (out / "b.tif").unlink()
+    kept = (out / "a.tif").stat().st_mtime_ns
+    (src / "bad.npy").unlink()
+    assert main(args) == 2 and "--skip-existing" in capsys.readouterr().err
+    assert main(args + ["--skip-existing"]) == 0
+    assert (out / "b.tif").is_file() and (out / "a.tif").stat().st_mtime_ns == kept
+    assert main(args + ["--skip-existing", "--overwrite"]) == 2

@@ -67,6 +67,17 @@ def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, 
     return pairs
 
 
+class PartialCalibration(ValueError):
+    """Some inputs could not be restored; every other one was written. `failed`: [(input, reason)]."""
+
+    def __init__(self, failed: list[tuple[Path, str]], written: list[Path]):
+        self.failed, self.written = failed, written
+        listed = "; ".join(f"{src}: {reason}" for src, reason in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} of {len(failed) + len(written)} image(s) could not be restored "
+                         f"({listed}{more}); the other {len(written)} were written")
+
+
 def calibrate(
     inputs: list[str | Path],
     out: str | Path,
@@ -76,23 +87,40 @@ def calibrate(
     device: str | None = None,
     overwrite: bool = False,
     normalise: str = "max",
+    skip_existing: bool = False,
 ) -> list[Path]:
-    """Restore every input image (see the module docstring for paths and scaling); return the written files."""
+    """Restore every input image (see the module docstring for paths and scaling); return the written files.
+
+    `skip_existing` leaves outputs that exist as they are and restores the rest (to continue an interrupted
+    run). An input that cannot be read or restored is skipped; the others are still written, and
+    `PartialCalibration` lists the failures at the end.
+    """
+    if overwrite and skip_existing:
+        raise ValueError("--overwrite and --skip-existing exclude each other")
     with folder_lock(out, "output"):  # one calibrate at a time writes into OUT
-        return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise)
+        return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing)
 
 
-def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise) -> list[Path]:
+def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing) -> list[Path]:
     pairs = plan_outputs(inputs, out)
     existing = [str(dst) for _, dst in pairs if dst.exists()]
-    if existing and not overwrite:
+    if existing and not (overwrite or skip_existing):
         shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise FileExistsError(f"{shown} exist; pass --overwrite to replace them")
+        raise FileExistsError(f"{shown} exist; pass --skip-existing to keep them and restore the rest, "
+                              "or --overwrite to replace them")
+    if skip_existing:
+        pairs = [(src, dst) for src, dst in pairs if not dst.exists()]
     device = resolve_device(device)
     model = load_model(model_path or default_model_path(), map_location=device)
     restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device)
-    written = []
+    written, failed = [], []
     for src, dst in tqdm(pairs, desc="calibrate", unit="img"):
-        restored = restoration(read_image(src), name=str(src))
+        try:
+            restored = restoration(read_image(src), name=str(src))
+        except (ValueError, OSError) as err:  # an unreadable or unusable input: skip it, say so at the end
+            failed.append((src, str(err).splitlines()[0] if str(err) else type(err).__name__))
+            continue
         written.append(write_image(dst, restored, overwrite=overwrite))
+    if failed:
+        raise PartialCalibration(failed, written)
     return written

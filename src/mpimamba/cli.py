@@ -200,6 +200,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped MPI-Mamba small)")
     _add_restoration_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="keep existing output files and restore only the missing ones (continue a stopped run)")
     p.set_defaults(run=_run_calibrate)
 
 
@@ -207,7 +209,8 @@ def _run_calibrate(args) -> None:
     from .calibrate import calibrate
 
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
-                        normalise=args.normalise, device=args.device, overwrite=args.overwrite)
+                        normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+                        skip_existing=args.skip_existing)
     print(f"{len(written)} image(s) written to {args.out}")
 
 
