@@ -242,3 +242,20 @@ def test_calibrate_continues_after_a_bad_file_and_an_interruption(tmp_path, caps
     assert main(args + ["--skip-existing"]) == 0
     assert (out / "b.tif").is_file() and (out / "a.tif").stat().st_mtime_ns == kept
     assert main(args + ["--skip-existing", "--overwrite"]) == 2
+
+
+def test_bad_training_data_is_refused_before_the_run_folder_exists(tmp_path):
+    import numpy as np
+
+    from mpimamba.cli import main
+    from mpimamba.data.io import write_image
+
+    root = tmp_path / "data"
+    for split, count in (("train", 3), ("val", 1)):
+        for i in range(count):
+            write_image(root / split / "lq" / f"{i}.tif", np.ones((24, 24), np.float32))
+            write_image(root / split / "gt" / f"{i}.tif", np.ones((24, 24), np.float32))
+    base = ["train", "--method", "nafnet", "--preset", "tiny", "--data", str(root), "--device", "cpu", "--steps", "1"]
+    assert main(base + ["--out", str(tmp_path / "r1"), "--patch", "32", "--batch", "2"]) == 2  # patch > images
+    assert main(base + ["--out", str(tmp_path / "r2"), "--patch", "16", "--batch", "4"]) == 2  # 3 pairs < batch
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

@@ -84,6 +84,10 @@ def build_data(cfg) -> TrainData:
         from ..data.paired import PairedFolder
 
         train = PairedFolder(cfg.data, "train", patch=cfg.patch, augment=True, seed=cfg.seed)
+        # checked now, before any run folder exists, rather than at the first batch
+        if len(train) < cfg.batch:
+            raise ValueError(f"{cfg.data}/train holds {len(train)} pair(s), fewer than the batch of {cfg.batch}")
+        train.read_pair(0)  # a readable pair, each side at least the patch
         val_set = PairedFolder(cfg.data, "val")
         val = [val_set[i] for i in range(min(cfg.val_images, len(val_set)))]
         return TrainData(train=train, val=val)
