@@ -38,7 +38,8 @@ from mpimamba.infer import Restoration, resolve_device
 from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.pairs import PairConfig
 from mpimamba.train.config import TrainConfig
-from mpimamba.train.loop import RUNTIME_FIELDS, train
+from mpimamba.train.config import RUNTIME_FIELDS
+from mpimamba.train.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "experiments" / "results"

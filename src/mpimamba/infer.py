@@ -13,8 +13,9 @@ exactly what `calibrate` would write for the same model and input:
   towards every admissible value), so it costs no PSNR;
 - tiling: small images go through the network whole, larger ones in overlapping tiles (below).
 
-Tiling: larger images go through the network whole. Larger ones are cut into overlapping `tile` x `tile` tiles
-(the last tile in each row/column sits flush with the image edge), run in batches, and blended: each tile
+Tiling: images no larger than the tile go through the network whole; larger ones are cut into overlapping
+`tile` x `tile` tiles (the last tile in each row/column sits flush with the image edge), run in batches,
+and blended: each tile
 is weighted by a window that is 0 within overlap/4 of an edge it shares with a neighbour, rises as a
 raised cosine over the middle half of the overlap, and is 1 elsewhere (and up to the image border); the
 blend divides by the summed weights. Pixels a tile sees too close to its cut edge therefore never count,

@@ -29,32 +29,30 @@ def configure_threads(threads: int | None = None) -> int:
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     count = threads or torch.get_num_threads()
+    _apply(count)
+    return count
+
+
+def _apply(count: int) -> None:
+    """numba's count, then torch's (starting numba's OpenMP pool resets the runtime it shares with torch)."""
+    global _configured
     try:
         import numba
     except ImportError:  # the cpu scan backend is unavailable anyway
         pass
     else:
-        # numba first: starting its OpenMP pool resets the OpenMP runtime it shares with torch
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(count)
-    global _configured
     _configured = count
-    return count
 
 
 def start_numba_pool() -> None:
-    """Start numba's thread pool at torch's current count and leave torch's count as it was.
+    """Start numba's thread pool at the configured (else torch's current) count, leaving torch's as it was.
 
     Called once when the cpu kernels are imported, so that a library user who never calls
     `configure_threads` keeps the torch thread count they chose (the pool's start would reset it).
     """
-    import numba
-
-    global _configured
-    count = _configured or torch.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(count)
-    _configured = count
+    _apply(_configured or torch.get_num_threads())
 
 
 def use_configured_threads() -> None:

@@ -10,10 +10,10 @@
 A checkpoint's label is the "label" key of its JSON config if present, else its method name; checkpoints
 sharing a label are one row (mean ± std over them) only when they are seeds of one configuration (same
 network and training settings, different seeds) or the user labels them together (`labels`); otherwise
-each is its own row, "label (run folder)". Each input
-is restored through `infer.Restoration`, exactly as `calibrate` would write it (same normalisation and
-non-negative clamp), and scored against its target as it is on disk; `convention` picks DESIGN §5's metrics ("ours",
-the default, used in our tables) or the authors' 8-bit variant ("authors").
+each is its own row, "label (run folder)". Each input is restored through `infer.Restoration`, exactly
+as `calibrate` would write it (same normalisation and non-negative clamp), and scored against its target
+as it is on disk; `convention` picks DESIGN §5's metrics ("ours", the default, used in our tables) or the
+authors' 8-bit variant ("authors").
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +34,7 @@ from ..fileutil import write_text_atomic
 from ..infer import Restoration, resolve_device
 from ..locks import folder_lock
 from ..models.checkpoint import load_model, read_model_config
+from ..train.config import RUNTIME_FIELDS
 from .figures import save_comparison, save_grid
 from .metrics import CONVENTIONS, scores
 
@@ -60,9 +62,9 @@ class Checkpoint:
     name: str  # unique per evaluation: the label, or label-2, label-3, ... when labels repeat
 
 
-# training settings that say how a run was executed or saved, not what it computes: seeds of one
-# configuration may differ in these
-RUNTIME_SETTINGS = ("seed", "out", "device", "workers", "label", "ckpt_every", "val_every", "val_images")
+# training settings in which seeds of one configuration may differ: the seed, those a resume may change,
+# and those that name, shard, checkpoint or monitor a run without changing what it learns from
+SEED_INDEPENDENT = (*RUNTIME_FIELDS, "seed", "label", "workers", "ckpt_every", "val_every", "val_images")
 
 
 def configuration(cfg: dict) -> str:
@@ -70,7 +72,7 @@ def configuration(cfg: dict) -> str:
     training setting (data, protocol, budget, optimiser) except the seed and how the run was executed."""
     training = cfg.get("training")
     if isinstance(training, dict):
-        training = {k: v for k, v in training.items() if k not in RUNTIME_SETTINGS}
+        training = {k: v for k, v in training.items() if k not in SEED_INDEPENDENT}
     if isinstance(training, dict) and {"method", "preset"} <= set(training):
         # what the user asked for; the model's own overrides may hold what training chose (a classical
         # method's fitted setting), which varies from seed to seed like weights do
@@ -85,6 +87,14 @@ def _run_name(path: Path) -> str:
     """A checkpoint's own name: its run folder (for RUN or RUN/model.safetensors), else the file's stem."""
     path = path if path.is_dir() else path.with_suffix("")
     return path.parent.name if path.name == "model" and path.parent.name else path.name
+
+
+class _Entry(NamedTuple):
+    path: Path
+    label: str
+    labelled_by_user: bool
+    configuration: str
+    seed: int | None
 
 
 def _checkpoints(paths: list[str | Path], labels: dict[str, str] | None = None) -> list[Checkpoint]:
@@ -102,35 +112,33 @@ def _checkpoints(paths: list[str | Path], labels: dict[str, str] | None = None) 
         label = given or str(cfg.get("label") or cfg["method"])
         if label == INPUT:
             raise ValueError(f"checkpoint {path}: the label {INPUT!r} is reserved for the input row")
-        entries.append((path, label, given is not None, configuration(cfg), cfg.get("seed")))
-    unknown = set(labels) - {str(e[0]) for e in entries}
+        entries.append(_Entry(path, label, given is not None, configuration(cfg), cfg.get("seed")))
+    unknown = set(labels) - {str(e.path) for e in entries}
     if unknown:
         raise ValueError(f"--label names {sorted(unknown)}, which are not among the checkpoints evaluated")
 
-    def seeds_of_one_configuration(group) -> bool:
-        seeds = [e[4] for e in group]
-        return len({e[3] for e in group}) == 1 and None not in seeds and len(set(seeds)) == len(seeds)
+    by_label: dict[str, list[_Entry]] = defaultdict(list)
+    for e in entries:
+        by_label[e.label].append(e)
 
-    by_label: dict[str, list] = defaultdict(list)
-    for e in entries:
-        by_label[e[1]].append(e)
-    taken: dict[str, int] = defaultdict(int)
-    row_of: dict[int, str] = {}  # id(entry) -> its table row
-    for label, group in by_label.items():
-        together = len(group) == 1 or all(e[2] for e in group) or seeds_of_one_configuration(group)
-        for e in group:
-            if together:
-                row_of[id(e)] = label
-                continue
-            row = f"{label} ({_run_name(e[0])})"
-            taken[row] += 1  # the same run given twice: still two rows
-            row_of[id(e)] = row if taken[row] == 1 else f"{row} #{taken[row]}"
+    def one_row(group: list[_Entry]) -> bool:
+        seeds = [e.seed for e in group]
+        seeds_of_one = (len({e.configuration for e in group}) == 1 and None not in seeds
+                        and len(set(seeds)) == len(seeds))
+        return len(group) == 1 or all(e.labelled_by_user for e in group) or seeds_of_one
+
+    grouped = {label for label, group in by_label.items() if one_row(group)}
     out: list[Checkpoint] = []
-    seen: dict[str, int] = defaultdict(int)
+    rows: dict[str, int] = defaultdict(int)  # checkpoints per row so far
+    own: dict[str, int] = defaultdict(int)  # rows per run name so far: the same run given twice is two rows
     for e in entries:
-        path, row = e[0], row_of[id(e)]
-        seen[row] += 1
-        out.append(Checkpoint(path, row, row if seen[row] == 1 else f"{row}-{seen[row]}"))
+        row = e.label
+        if row not in grouped:
+            row = f"{e.label} ({_run_name(e.path)})"
+            own[row] += 1
+            row = row if own[row] == 1 else f"{row} #{own[row]}"
+        rows[row] += 1
+        out.append(Checkpoint(e.path, row, row if rows[row] == 1 else f"{row}-{rows[row]}"))
     return out
 
 

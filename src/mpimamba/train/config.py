@@ -8,11 +8,15 @@ gradient-norm clipping 0.01, batch 32, patch 64, seed 101, 100k iterations per p
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+# settings a resumed run may change without changing what it computes (apart from device numerics)
+RUNTIME_FIELDS = ("device", "out")
 
 
 @dataclass

@@ -40,12 +40,10 @@ from ..models import build
 from ..models.base import Restorer
 from ..models.checkpoint import save_model
 from . import distributed
-from .config import TrainConfig
+from .config import RUNTIME_FIELDS, TrainConfig
 from .data import TrainData, batches, build_data, derive_seed
 from .log import RunLog
 
-# settings a resumed run may change without changing what it computes (apart from device numerics)
-RUNTIME_FIELDS = ("device", "out")
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
 
@@ -219,12 +217,13 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.train()
-    data = data if data is not None else build_data(cfg)
+    if data is None:
+        # a training-free method (models.classical) is fitted on validation pairs alone, cheaply: use more
+        data_cfg = cfg if model.phases else dataclasses.replace(cfg, val_images=max(cfg.val_images, FIT_PAIRS))
+        data = build_data(data_cfg)
     if not data.val:
         raise ValueError("the validation set is empty")
-    if not model.phases:  # a training-free method (models.classical): choose its setting on validation
-        if len(data.val) < FIT_PAIRS and cfg.val_images < FIT_PAIRS:  # fitting is cheap: use more pairs
-            data = build_data(dataclasses.replace(cfg, val_images=FIT_PAIRS))
+    if not model.phases:  # choose the training-free method's setting on the validation pairs
         return _fit_training_free(cfg, ctx, model, data.val, run)
 
     start_phase, start_step = (ckpt["phase_index"], ckpt["step"]) if ckpt is not None else (0, 0)

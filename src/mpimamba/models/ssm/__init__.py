@@ -147,7 +147,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 @functools.lru_cache(maxsize=64)
 def order_positions(height: int, width: int) -> torch.Tensor:
     """(4, H·W) long: the row-major pixel index visited at each step of the rows, columns, rows reversed
-    and columns reversed orders (the same arithmetic as cpu._position)."""
+    and columns reversed orders; the cpu kernel reads these, the other backends gather with them."""
     pixels = torch.arange(height * width).view(height, width)
     rows, cols = pixels.flatten(), pixels.t().flatten()
     return torch.stack([rows, cols, rows.flip(0), cols.flip(0)])

@@ -22,15 +22,13 @@ polynomial approximations accurate to a few float32 ulps (below).
 
 Memory beyond inputs and outputs: when a backward will follow, the forward keeps the state every `SEGMENT`
 steps, (B, K, S, N, E) float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half the size of u per order
-(nothing in inference); the backward recomputes
-one segment at a time in per-item buffers of (SEGMENT + 1, N, E) states and (SEGMENT, N, E) decays.
+(nothing in inference); the backward recomputes one segment at a time in per-item buffers of
+(SEGMENT + 1, N, E) states and (SEGMENT, N, E) decays.
 
 Threads: numba's pool size is set once per process (`mpimamba.threads`), never per call.
 """
 
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -38,7 +36,6 @@ import torch
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
-
 from torch.autograd.function import once_differentiable
 
 from ...threads import start_numba_pool, use_configured_threads
@@ -120,8 +117,8 @@ def _forward_kernel(u, delta, bias, softplus, A, Bm, Cm, positions, y, ckpt, sav
 
     u: (B, L, Ku, E) with Ku = 1 (one input shared by all orders) or K; delta: (B, L, K, E), the raw δ;
     bias: (K, E); A: (K, N, E); Bm, Cm: (B, L, K, N); positions: (K, L) the pixel of each step of each
-    order; y: (B, L, K, E); ckpt: (B, K, S, N, E), written only when `save` (a backward will follow). Rows (1-D views over E or N) are taken
-    once per step so the inner loops see plain contiguous vectors.
+    order; y: (B, L, K, E); ckpt: (B, K, S, N, E), written only when `save` (a backward will follow).
+    Rows (1-D views over E or N) are taken once per step so the inner loops see plain contiguous vectors.
     """
     batch, length, n_orders, n_ch = delta.shape
     n_state = A.shape[1]
