@@ -10,14 +10,14 @@ import numpy as np
 
 from mpimamba.demo import demo_pairs
 from mpimamba.eval.metrics import scores
-from mpimamba.infer import Restoration, default_model_path
-from mpimamba.models import load_model
+from mpimamba import pretrained
+from mpimamba.infer import Restoration
 from mpimamba.threads import configure_threads
 
 
 def main() -> None:
     configure_threads()
-    model = load_model(default_model_path())
+    model = pretrained.load()
     unclamped, clamped = Restoration(model, nonnegative=False), Restoration(model)
     psnr_raw, psnr_clamped, negative_fraction, most_negative = [], [], [], []
     for _, _, lq, gt in demo_pairs(per_category=8):

@@ -36,9 +36,8 @@ from mpimamba.eval.figures import save_grid
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import Restoration, resolve_device
 from mpimamba.models.checkpoint import load_model
-from mpimamba.physics.pairs import PairConfig
+from mpimamba.physics.protocols import PROTOCOLS, Protocol
 from mpimamba.train.config import TrainConfig
-from mpimamba.train.config import RUNTIME_FIELDS
 from mpimamba.train.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,10 +46,10 @@ TEST_SEED = 20_260_101  # write_dataset's generator for every test set
 TRAIN_SET_SEED = 20_260_202  # write_dataset's generator for on-disk training sets
 FIGURE_IMAGES = 4  # test images in a Figure-6-like grid
 
-# The authors' simulation setting (paper §Experiments; DESIGN §2): PSF model, isotropic gradient 9 T/m,
-# drive along x, target = the phantom; plus measurement noise at an SNR of 30-40 dB per pair (the noise
-# level is our choice: the paper adds noise without a number we could reuse).
-AUTHORS_PAIRS = PairConfig(scan="x", target="phantom", model="psf", gradient=9.0, snr_db=(30.0, 40.0))
+# The authors' simulation setting with the PSF model (paper §Experiments; DESIGN §2): isotropic gradient
+# 9 T/m, drive along x, target = the phantom; plus measurement noise at an SNR of 30-40 dB per pair (the
+# noise level is our choice: the paper adds noise without a number we could reuse).
+AUTHORS = PROTOCOLS["authors-psf"]
 
 
 @dataclass
@@ -80,12 +79,7 @@ def parser(doc: str, *, steps: int, batch: int, seeds: list[int], test_count: in
     return p
 
 
-def pairs_settings(config: PairConfig) -> dict:
-    """A PairConfig as TrainConfig.synthetic["pairs"] (JSON-friendly, unset options left out)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
-
-
-def simulated_set(root: Path, config: PairConfig, count: int, size: int, seed: int) -> Path:
+def simulated_set(root: Path, protocol: Protocol, count: int, size: int, seed: int) -> Path:
     """`write_dataset(root, count, ...)` unless ROOT already holds exactly that dataset; returns ROOT.
 
     A folder without a manifest is an interrupted write: redone. One made with other settings is refused.
@@ -93,31 +87,26 @@ def simulated_set(root: Path, config: PairConfig, count: int, size: int, seed: i
     manifest = root / "manifest.json"
     if manifest.is_file():
         made = json.loads(manifest.read_text())
-        wanted = json.loads(json.dumps({"size": size, **dataclasses.asdict(config)}))
-        if (made["protocol"], made["seed"], made["counts"]["total"]) != (wanted, seed, count):
+        same = "size" in made and Protocol.from_dict(made["protocol"]).to_dict() == protocol.to_dict()
+        if not same or (made["size"], made["seed"], made["counts"]["total"]) != (size, seed, count):
             raise ValueError(f"{root} was simulated with other settings; delete it or pick another --out")
         return root
-    write_dataset(root, count, size, config, seed=seed, fmt="npy", overwrite=True)
+    write_dataset(root, count, size, protocol, seed=seed, fmt="npy", overwrite=True)
     return root
 
 
-def test_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
+def test_set(out: Path, protocol: Protocol, count: int, size: int) -> Path:
     """The fixed test set OUT/testset-<size>px-<count> (seed TEST_SEED), simulated once.
 
     write_dataset splits 8:1:1, so 10·count pairs are drawn and the `count` of the test split are used
     (the train/val splits are never read).
     """
-    return simulated_set(out / f"testset-{size}px-{count}", config, 10 * count, size, TEST_SEED)
+    return simulated_set(out / f"testset-{size}px-{count}", protocol, 10 * count, size, TEST_SEED)
 
 
-def training_set(out: Path, config: PairConfig, count: int, size: int) -> Path:
+def training_set(out: Path, protocol: Protocol, count: int, size: int) -> Path:
     """A fixed on-disk training set OUT/trainset-<size>px-<count> (seed TRAIN_SET_SEED; train and val used)."""
-    return simulated_set(out / f"trainset-{size}px-{count}", config, count, size, TRAIN_SET_SEED)
-
-
-def _comparable(settings: dict) -> dict:
-    """Settings as JSON would give them back (tuples -> lists), minus those a run may change freely."""
-    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in RUNTIME_FIELDS}
+    return simulated_set(out / f"trainset-{size}px-{count}", protocol, count, size, TRAIN_SET_SEED)
 
 
 def run_training(cfg: TrainConfig) -> Path:
@@ -128,9 +117,11 @@ def run_training(cfg: TrainConfig) -> Path:
     """
     run = Path(cfg.out)
     if (run / "model.safetensors").is_file():
-        trained = json.loads((run / "model.json").read_text()).get("training", {})
-        if _comparable(trained) != _comparable(cfg.to_dict()):
-            raise ValueError(f"{run} holds a model trained with other settings; pick another --out or delete it")
+        trained = TrainConfig.from_dict(json.loads((run / "model.json").read_text()).get("training", {}))
+        changed = trained.differences(cfg)
+        if changed:
+            raise ValueError(f"{run} holds a model trained with other settings ({'; '.join(changed)}); "
+                             "pick another --out or delete it")
         return run
     start = time.perf_counter()
     train(cfg, resume=(run / "checkpoint.pt").is_file(), overwrite=not (run / "checkpoint.pt").is_file())
@@ -195,12 +186,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(config: PairConfig) -> str:
-    """A PairConfig as it goes into the results files: its set fields, exactly."""
-    return "PairConfig " + json.dumps(pairs_settings(config))
+def describe(protocol: Protocol) -> str:
+    """A protocol as it goes into the results files: its fields, exactly."""
+    return f"protocol {protocol.name} " + json.dumps(protocol.to_dict()["pairs"])
 
 
-def provenance(script: str, argv: list[str], args, extra_budget: dict, test_pairs: PairConfig) -> dict[str, str]:
+def provenance(script: str, argv: list[str], args, extra_budget: dict, test_pairs: Protocol) -> dict[str, str]:
     """Command, revision, hardware and training budget, as (name, text) lines for the results files."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
@@ -294,7 +285,7 @@ def runs_root(name: str, args) -> Path:
     return args.out or REPO / "runs" / "experiments" / name
 
 
-def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], test_pairs: PairConfig,
+def run_table(name: str, title: str, rows: list[Row], args, argv: list[str], test_pairs: Protocol,
               train_settings: dict, budget: dict, notes: str,
               focus: str | None = None) -> tuple[dict[str, list[Path]], Path]:
     """The whole recipe of a table: test set, training (resumable), evaluation, results files.

@@ -5,7 +5,7 @@
 
 Data (training stream and test set alike): the authors' setting — PSF model, isotropic gradient 9 T/m,
 x-scan, target = the phantom, Gaussian noise at an SNR drawn per pair in 30-40 dB, all phantom
-categories (`common.AUTHORS_PAIRS`). Every method sees the same simulated batches (same seeds), patch 64,
+categories (`common.AUTHORS`). Every method sees the same simulated batches (same seeds), patch 64,
 the same steps per phase (MPI-Mamba and DiffIR have two phases) and the same AdamW / constant-then-cosine
 schedule. Rows are mean ± std over the seeds (default 101 102 103).
 
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     rows = [common.Row(m, m, {"method": m}) for m in args.methods]
-    data = {"synthetic": {"pairs": common.pairs_settings(common.AUTHORS_PAIRS)}, "patch": args.patch}
+    data = {"protocol": common.AUTHORS, "patch": args.patch}
     runs, test_root = common.run_table(
-        "table1", TITLE, rows, args, argv, common.AUTHORS_PAIRS, data,
-        {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES,
+        "table1", TITLE, rows, args, argv, common.AUTHORS, data,
+        {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS)}, NOTES,
         focus="mpi_mamba" if "mpi_mamba" in args.methods else None)
     figure = common.save_figure({m: seeds[0] for m, seeds in runs.items()}, {r.key: r.label for r in rows},
                                 test_root, args.results / "figure6.png", args.device)

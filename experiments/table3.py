@@ -3,7 +3,7 @@
     python experiments/table3.py                     # the CPU budget below, ~1 h on 2 cores
     python experiments/table3.py --preset paper --steps 100000 --batch 32 --device cuda
 
-Training data: the authors' PSF-model stream (`common.AUTHORS_PAIRS`: 9 T/m, x-scan, target = phantom,
+Training data: the authors' PSF-model stream (`common.AUTHORS`: 9 T/m, x-scan, target = phantom,
 SNR 30-40 dB) with a fraction of its pairs (0, 10, 30, 50, 80, 100 %; `--fractions`) replaced by
 "scanner-like" pairs: the same phantoms and noise imaged by the time-domain x-space model (a Cartesian
 raster, one line per pixel row, Langevin particle response; `PairConfig(model="xspace")`). Test set:
@@ -44,13 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         p.error(f"--fractions must be percentages in 0..100, got {bad}")
 
-    pairs = common.pairs_settings(common.AUTHORS_PAIRS)
     rows = [common.Row(f"xspace{f:03d}", f"{f} % scanner-like",
-                       {"synthetic": {"pairs": pairs, "xspace_fraction": f / 100}}) for f in args.fractions]
-    scanner_like = dataclasses.replace(common.AUTHORS_PAIRS, model="xspace")
+                       {"protocol": common.AUTHORS.replace(xspace_fraction=f / 100)}) for f in args.fractions]
+    scanner_like = dataclasses.replace(common.AUTHORS, pairs=common.AUTHORS.xspace_pairs)
     common.run_table("table3", TITLE, rows, args, argv, scanner_like,
                      {"method": "mpi_mamba", "patch": args.patch},
-                     {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)
+                     {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS)
                                        + " with the row's share of model=xspace pairs"}, NOTES)
 
 

@@ -11,7 +11,7 @@ Rows (network overrides through `TrainConfig.overrides`):
 - +SSM +prior: the full MPI-Mamba.
 Rows with the prior train in two phases, the others in one; every phase gets the same --steps.
 
-Data: the authors' setting (`common.AUTHORS_PAIRS`: PSF model, 9 T/m, x-scan, target = phantom,
+Data: the authors' setting (`common.AUTHORS`: PSF model, 9 T/m, x-scan, target = phantom,
 SNR 30-40 dB) for training and test. Default budget (about an hour on a 2-core CPU at --preset small,
 estimated from the per-step times measured for Table 1): 80 steps per phase, batch 4, patch 64, seeds
 101 102, 30 test images of 64×64 — a pipeline check, far from convergence.
@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     data = {"method": "mpi_mamba", "patch": args.patch,
-            "synthetic": {"pairs": common.pairs_settings(common.AUTHORS_PAIRS)}}
-    common.run_table("table4", TITLE, ROWS, args, argv, common.AUTHORS_PAIRS, data,
+            "protocol": common.AUTHORS}
+    common.run_table("table4", TITLE, ROWS, args, argv, common.AUTHORS, data,
                      {"patch": args.patch,
-                      "training data": "simulated stream, " + common.describe(common.AUTHORS_PAIRS)}, NOTES)
+                      "training data": "simulated stream, " + common.describe(common.AUTHORS)}, NOTES)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ The batch is fixed (as in the paper), so a 16×16 patch sees 1/16 of the pixels 
 Patches are random crops (with flips/rotations) of a fixed on-disk training set of full-size simulated
 pairs (`--train-count` pairs of --test-size, 8:1:1, written once with write_dataset seed
 common.TRAIN_SET_SEED), so only the crop changes between rows — simulating 16×16 phantoms directly would
-change the phantoms' scale instead. Data: the authors' setting (`common.AUTHORS_PAIRS`: PSF model,
+change the phantoms' scale instead. Data: the authors' setting (`common.AUTHORS`: PSF model,
 9 T/m, x-scan, target = phantom, SNR 30-40 dB) for training and test.
 
 Default budget (about an hour on a 2-core CPU at --preset small, estimated from the per-step times
@@ -42,15 +42,15 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--patches must lie in 8..--test-size ({args.test_size}), got {too_big}")
 
     common.check_results("table5", args.results, args.overwrite)  # before spending time on the training set
-    train_root = common.training_set(common.runs_root("table5", args), common.AUTHORS_PAIRS,
+    train_root = common.training_set(common.runs_root("table5", args), common.AUTHORS,
                                      args.train_count, args.test_size)
     rows = [common.Row(f"patch{q}", f"patch {q}", {"patch": q}) for q in args.patches]
-    common.run_table("table5", TITLE, rows, args, argv, common.AUTHORS_PAIRS,
+    common.run_table("table5", TITLE, rows, args, argv, common.AUTHORS,
                      {"method": "mpi_mamba", "data": str(train_root)},
                      {"patches": " ".join(map(str, args.patches)),
                       "training data": f"{args.train_count} pairs on disk ({train_root.name}), "
                                        f"write_dataset seed {common.TRAIN_SET_SEED}, "
-                                       + common.describe(common.AUTHORS_PAIRS)}, NOTES)
+                                       + common.describe(common.AUTHORS)}, NOTES)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ def test_demo_writes_figure_and_metrics_and_keeps_them(tmp_path, capsys):
 def test_shipped_model_sharpens_unseen_phantoms(tmp_path):
     """Issue 5's acceptance check on the model inside the package: the demo's mean gain over the input."""
     from mpimamba.demo import run_demo
-    from mpimamba.infer import default_model_path
+    from mpimamba import pretrained
 
-    assert default_model_path().stat().st_size < 20e6  # the shipped model stays small
+    assert pretrained.model_path().stat().st_size < 20e6  # the shipped model stays small
     mean = run_demo(tmp_path)
     assert mean["psnr_out"] - mean["psnr_in"] >= 6.0
     assert mean["ssim_out"] - mean["ssim_in"] >= 0.15

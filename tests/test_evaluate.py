@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from mpimamba import infer
+from mpimamba import pretrained
 from mpimamba.cli import main
 from mpimamba.data.io import read_image, write_image
 from mpimamba.eval.figures import save_comparison, save_grid
@@ -140,7 +140,7 @@ def test_calibrate_keeps_names_formats_and_scale(tmp_path, rng, capsys):
 
 
 def test_calibrate_without_shipped_model_says_so(tmp_path, rng, monkeypatch, capsys):
-    monkeypatch.setattr(infer, "DEFAULT_MODEL", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(pretrained, "MODEL_PATH", tmp_path / "absent.safetensors")
     write_image(tmp_path / "x.npy", blobs(rng))
     assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
     assert "shipped model" in capsys.readouterr().err

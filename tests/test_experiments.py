@@ -89,15 +89,15 @@ def test_simulated_sets_are_written_once_and_never_silently_replaced(monkeypatch
 
     import common
 
-    root = common.test_set(tmp_path, common.AUTHORS_PAIRS, 2, 16)
+    root = common.test_set(tmp_path, common.AUTHORS, 2, 16)
     assert sorted(p.name for p in (root / "test" / "lq").iterdir()) == ["000018.npy", "000019.npy"]
     stamp = (root / "manifest.json").stat().st_mtime_ns
-    assert common.test_set(tmp_path, common.AUTHORS_PAIRS, 2, 16) == root
+    assert common.test_set(tmp_path, common.AUTHORS, 2, 16) == root
     assert (root / "manifest.json").stat().st_mtime_ns == stamp  # reused, not re-simulated
     with pytest.raises(ValueError, match="other settings"):
-        common.test_set(tmp_path, dataclasses.replace(common.AUTHORS_PAIRS, gradient=6.0), 2, 16)
+        common.test_set(tmp_path, common.AUTHORS.replace(gradient=6.0), 2, 16)
     # the training set of the same protocol is drawn from another seed: no test pair is a training pair
-    train_root = common.training_set(tmp_path, common.AUTHORS_PAIRS, 20, 16)
+    train_root = common.training_set(tmp_path, common.AUTHORS, 20, 16)
     test_lq = [np.load(p) for p in (root / "test" / "lq").iterdir()]
     for p in (train_root / "train" / "lq").iterdir():
         assert not any(np.array_equal(np.load(p), t) for t in test_lq)

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from mpimamba import infer
-from mpimamba.infer import default_model_path, edge_window, restore
+from mpimamba import pretrained
+from mpimamba.infer import edge_window, restore
 from mpimamba.models import Restorer
 
 
@@ -62,7 +63,7 @@ def test_bad_inputs(rng):
         restore(model, np.zeros((80, 80)), tile=32, overlap=32)
 
 
-def test_default_model_path_explains_when_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(infer, "DEFAULT_MODEL", tmp_path / "mpi_mamba_small.safetensors")
+def test_shipped_model_path_explains_when_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "MODEL_PATH", tmp_path / "mpi_mamba_small.safetensors")
     with pytest.raises(FileNotFoundError, match="--model"):
-        default_model_path()
+        pretrained.model_path()

@@ -118,11 +118,12 @@ def test_simulate_overwrite_replaces_only_its_own_files(tmp_path):
 
 def test_interrupted_simulate_overwrite_keeps_the_old_dataset(tmp_path, monkeypatch):
     from mpimamba.data import synthetic
+    from mpimamba.physics import protocols
 
     out = tmp_path / "sim"
     synthetic.write_dataset(out, 10, 16, seed=1)
     before = _files(out)
-    real, calls = synthetic.make_pairs, []
+    real, calls = protocols.make_pairs, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -130,7 +131,7 @@ def test_interrupted_simulate_overwrite_keeps_the_old_dataset(tmp_path, monkeypa
             raise KeyboardInterrupt  # Ctrl-C after the first batch
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "make_pairs", failing)
+    monkeypatch.setattr(protocols, "make_pairs", failing)
     with pytest.raises(KeyboardInterrupt):
         synthetic.write_dataset(out, 40, 16, seed=2, overwrite=True, batch=8)
     assert _files(out) == before

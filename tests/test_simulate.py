@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from mpimamba.cli import main
 from mpimamba.data.io import read_image
 from mpimamba.data.synthetic import SyntheticPairs, write_dataset
+from mpimamba.physics.protocols import PROTOCOLS, Protocol
 from mpimamba.physics.pairs import PairConfig, make_pair, make_pairs
 from mpimamba.physics.psf import PSFForward
 
@@ -80,7 +81,7 @@ def test_xspace_pairs_close_to_psf_pairs():
 
 
 def test_stream_reproducible_and_distinct_per_worker():
-    ds = SyntheticPairs(PairConfig(categories=("shape", "vessel")), size=16, seed=7, batch=4)
+    ds = SyntheticPairs(Protocol(pairs=PairConfig(categories=("shape", "vessel")), canvas=24), size=16, seed=7, batch=4)
     first = [b for _, b in zip(range(6), ds)]
     again = [b for _, b in zip(range(6), ds)]
     lq, gt = first[0]
@@ -94,11 +95,12 @@ def test_stream_reproducible_and_distinct_per_worker():
 
 
 def test_stream_mixes_xspace_pairs():
-    ds = SyntheticPairs(PairConfig(categories=("shape",)), size=16, seed=0, xspace_fraction=0.5, batch=8)
+    protocol = Protocol(pairs=PairConfig(categories=("shape",)), canvas=None, xspace_fraction=0.5)
+    ds = SyntheticPairs(protocol, size=16, seed=0, batch=8)
     pairs = [p for _, p in zip(range(8), ds)]
     assert all(lq.shape == (1, 16, 16) for lq, _ in pairs)
     with pytest.raises(ValueError, match="xspace_fraction"):
-        SyntheticPairs(xspace_fraction=1.5)
+        Protocol(xspace_fraction=1.5)
 
 
 def test_cli_simulate_layout_determinism_and_refusal(tmp_path, capsys):
@@ -115,7 +117,8 @@ def test_cli_simulate_layout_determinism_and_refusal(tmp_path, capsys):
     assert img.dtype == np.float32 and img.shape == (16, 16) and 0 <= img.min() and img.max() <= 1
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["counts"] == {"total": 10, "train": 8, "val": 1, "test": 1}
-    assert manifest["protocol"]["snr_db"] == 30.0 and manifest["protocol"]["size"] == 16
+    assert manifest["protocol"]["pairs"]["snr_db"] == 30.0 and manifest["size"] == 16
+    assert manifest["protocol"]["name"] == "default (changed: snr_db)"
 
     # a non-empty OUT is refused and left exactly as it was
     (tmp_path / "a" / "notes.txt").write_text("mine")
@@ -132,7 +135,7 @@ def test_cli_simulate_layout_determinism_and_refusal(tmp_path, capsys):
 
 
 def test_write_dataset_png(tmp_path):
-    write_dataset(tmp_path / "p", 3, 16, PairConfig(categories=("mouse",)), seed=0, fmt="png")
+    write_dataset(tmp_path / "p", 3, 16, Protocol(pairs=PairConfig(categories=("mouse",))), seed=0, fmt="png")
     assert len(list((tmp_path / "p").rglob("*.png"))) == 6
     with pytest.raises(ValueError, match="format"):
         write_dataset(tmp_path / "q", 3, 16, fmt="jpg")
@@ -151,3 +154,55 @@ def test_glyph_category_needs_and_uses_a_font(tmp_path):
         pytest.skip("no TrueType font installed on this machine")
     lq, gt = make_pairs(np.random.default_rng(0), PairConfig(categories=("glyphs",), font=str(fonts[0])), 32, 2)
     assert gt.max() == pytest.approx(1.0) and lq.shape == (2, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------- protocols
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_protocol_round_trips_through_json(name):
+    protocol = PROTOCOLS[name].replace(categories=("shape", "vessel"))
+    back = Protocol.from_dict(json.loads(json.dumps(protocol.to_dict())))
+    assert back == protocol and isinstance(back.pairs.categories, tuple)
+    assert all(isinstance(v, tuple) for v in (back.pairs.gradient, back.pairs.snr_db) if not np.isscalar(v) and v)
+
+
+def test_protocol_replace_names_what_changed_and_refuses_unknown_fields():
+    p = PROTOCOLS["authors-psf"].replace(gradient=6.0, canvas=96)
+    assert p.pairs.gradient == 6.0 and p.canvas == 96 and p.name == "authors-psf (changed: canvas, gradient)"
+    with pytest.raises(ValueError, match="unknown protocol pair fields"):
+        Protocol.from_dict({"pairs": {"gradients": 1}})
+
+
+def test_spacing_range_equals_the_gradient_it_is_equivalent_to():
+    """The PSF depends on gradient x spacing only: 0.5 mm pixels at 6 T/m blur like 0.25 mm at 12 T/m."""
+    cats = dict(categories=("sensitivity",), scan="z")
+    coarse, _ = make_pairs(np.random.default_rng(5), PairConfig(gradient=6.0, spacing_mm=(0.5, 0.5), **cats), 32, 2)
+    fine, _ = make_pairs(np.random.default_rng(5), PairConfig(gradient=12.0, spacing_mm=0.25, **cats), 32, 2)
+    np.testing.assert_allclose(coarse, fine, atol=1e-5)
+    # a real range: each pair's blur lies between those of the two ends
+    sharp, _ = make_pairs(np.random.default_rng(6), PairConfig(spacing_mm=0.5, **cats), 32, 3)
+    mixed, _ = make_pairs(np.random.default_rng(6), PairConfig(spacing_mm=(0.2, 0.5), **cats), 32, 3)
+    assert not np.allclose(sharp, mixed)
+
+
+def test_patches_are_crops_of_whole_canvases():
+    protocol = Protocol(pairs=PairConfig(categories=("shape",)), canvas=48)
+    lq, gt = protocol.patches(np.random.default_rng(7), 16, 3)
+    whole_lq, whole_gt = protocol.simulate(np.random.default_rng(7), 48, 3)
+    assert lq.shape == gt.shape == (3, 16, 16)
+    for i in range(3):  # every patch is a window of its canvas (found by exhaustive search)
+        hits = [(r, c) for r in range(33) for c in range(33)
+                if np.array_equal(whole_gt[i, r:r + 16, c:c + 16], gt[i])
+                and np.array_equal(whole_lq[i, r:r + 16, c:c + 16], lq[i])]
+        assert hits
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        protocol.patches(np.random.default_rng(0), 64, 1)
+
+
+def test_cli_protocol_flags_and_ranges(tmp_path):
+    out = tmp_path / "d"
+    assert main(["simulate", str(out), "--count", "10", "--size", "16", "--protocol", "authors-psf",
+                 "--gradient", "5:7", "--snr", "none", "--categories", "shape,mouse"]) == 0
+    protocol = Protocol.from_dict(json.loads((out / "manifest.json").read_text())["protocol"])
+    assert protocol.pairs.gradient == (5.0, 7.0) and protocol.pairs.snr_db is None
+    assert protocol.pairs.categories == ("shape", "mouse") and protocol.pairs.scan == "x"
+    assert main(["simulate", str(tmp_path / "e"), "--count", "10", "--protocol", "nosuch"]) == 2

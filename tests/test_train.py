@@ -113,7 +113,9 @@ def test_tiny_model_lowers_validation_loss_on_simulated_pairs(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--method", "tinyconv", "--preset", "tiny", "--synthetic", "--steps", "30",
                  "--batch", "4", "--patch", "32", "--lr", "2e-3", "--val-every", "10", "--ckpt-every", "30",
-                 "--device", "cpu", "--out", str(run)]) == 0
+                 "--protocol", "authors-psf", "--snr", "none", "--device", "cpu", "--out", str(run)]) == 0
+    stored = TrainConfig.from_json(run / "config.json").protocol
+    assert stored.pairs.snr_db is None and stored.pairs.gradient == 9.0 and stored.canvas is None
     rows = read_log(run)
     val = [float(r["val_loss"]) for r in rows if r["val_loss"]]
     assert len(val) == 4 and val[-1] < 0.7 * val[0], val

@@ -15,7 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .data.io import SUFFIXES, read_image, write_image
-from .infer import Restoration, default_model_path, resolve_device
+from . import pretrained
+from .infer import Restoration, resolve_device
 from .locks import folder_lock
 from .models.checkpoint import load_model
 
@@ -110,7 +111,7 @@ def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normal
     if skip_existing:
         pairs = [(src, dst) for src, dst in pairs if not dst.exists()]
     device = resolve_device(device)
-    model = load_model(model_path or default_model_path(), map_location=device)
+    model = load_model(model_path or pretrained.model_path(), map_location=device)
     restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device)
     written, failed = [], []
     for src, dst in tqdm(pairs, desc="calibrate", unit="img"):

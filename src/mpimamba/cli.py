@@ -24,41 +24,102 @@ class CLIError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
 
+# ---------------------------------------------------------------------------------------------- protocols
+def _number_or_range(text: str):
+    """'9' -> 9.0; '5:12' -> (5.0, 12.0) (a range sampled uniformly per pair)."""
+    try:
+        parts = [float(v) for v in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or LOW:HIGH, got {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a number or LOW:HIGH, got {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+NOISE_FREE = "none"  # --snr none: kept as a string until the protocol is built (None means "flag not given")
+
+
+def _snr(text: str):
+    return NOISE_FREE if text.lower() == NOISE_FREE else _number_or_range(text)
+
+
+def _add_protocol_options(p) -> None:
+    """How pairs are simulated: one named protocol, single fields changed by flags (simulate and train)."""
+    g = p.add_argument_group("simulation protocol (mpimamba.physics.protocols; unset flags keep the protocol's value)")
+    g.add_argument("--protocol", default=None, metavar="NAME",
+                   help="named protocol: default (broad: x and z scans, 5-12 T/m, 0.2-0.5 mm, SNR 15-45 dB), "
+                        "authors-psf, shipped-v1 (default: default)")
+    g.add_argument("--scan", choices=["x", "z", "random"], help="drive axis of the input")
+    g.add_argument("--target", choices=["phantom", "isotropic"],
+                   help="phantom: the concentration map; isotropic: mean of the x and z scans")
+    g.add_argument("--forward-model", dest="forward_model", choices=["psf", "xspace"],
+                   help="psf: fast FFT model; xspace: time-domain raster simulator (slow to build, 4*S^4 bytes)")
+    g.add_argument("--gradient", type=_number_or_range, metavar="G|LOW:HIGH", help="gradient strength, T/m")
+    g.add_argument("--spacing", type=_number_or_range, metavar="MM|LOW:HIGH", help="pixel spacing, mm")
+    g.add_argument("--snr", type=_snr, metavar="DB|LOW:HIGH|none", help="input SNR in dB (none: noise-free)")
+    g.add_argument("--background", type=_number_or_range, metavar="B|LOW:HIGH",
+                   help="constant offset, fraction of the unit-concentration peak")
+    g.add_argument("--concentration", type=_number_or_range, metavar="C|LOW:HIGH",
+                   help="concentration relative to the one at which --snr holds")
+    g.add_argument("--categories", type=lambda t: tuple(t.split(",")), metavar="A,B,...",
+                   help="phantom categories (shape, resolution, vessel, sensitivity, mouse, glyphs)")
+    g.add_argument("--font", type=Path, default=None,
+                   help="a TrueType font: adds phantoms of text glyphs in it to the categories")
+    g.add_argument("--canvas", type=int, help="side of the simulated training images cropped to patches (train)")
+    g.add_argument("--xspace-fraction", dest="xspace_fraction", type=float,
+                   help="share of training pairs from the time-domain x-space model")
+
+
+# flag -> Protocol.replace field
+_PROTOCOL_FLAGS = {"scan": "scan", "target": "target", "forward_model": "model", "gradient": "gradient",
+                   "spacing": "spacing_mm", "snr": "snr_db", "background": "background",
+                   "concentration": "concentration", "categories": "categories", "font": "font",
+                   "canvas": "canvas", "xspace_fraction": "xspace_fraction"}
+
+
+def _protocol_changes(args) -> dict:
+    changes = {field: getattr(args, flag) for flag, field in _PROTOCOL_FLAGS.items() if getattr(args, flag) is not None}
+    if "font" in changes:
+        changes["font"] = str(changes["font"])
+    if changes.get("snr_db") == NOISE_FREE:
+        changes["snr_db"] = None
+    return changes
+
+
+def _protocol(args, base=None):
+    """The protocol the flags ask for: --protocol NAME (else `base`, else "default") with fields changed."""
+    from .physics.protocols import get_protocol
+
+    if args.protocol is not None or base is None:
+        base = get_protocol(args.protocol or "default")
+    return base.replace(**_protocol_changes(args))
+
+
 # ---------------------------------------------------------------------------------------------- simulate
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated paired dataset OUT/{train,val,test}/{lq,gt}")
     p.add_argument("out", type=Path, help="output folder (must be empty or new unless --overwrite)")
     p.add_argument("--count", type=int, required=True, help="number of pairs, split 8:1:1")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p.add_argument("--scan", choices=["x", "z", "random"], default="x", help="drive axis of the input")
-    p.add_argument("--target", choices=["phantom", "isotropic"], default="phantom",
-                   help="phantom: the concentration map; isotropic: mean of the x and z scans")
-    p.add_argument("--model", choices=["psf", "xspace"], default="psf",
-                   help="psf: fast FFT model; xspace: time-domain raster simulator (slow to build, 4*S^4 bytes)")
-    p.add_argument("--gradient", type=float, default=9.0, help="gradient strength in T/m (default 9)")
-    p.add_argument("--spacing", type=float, default=0.25, help="pixel spacing in mm (default 0.25)")
-    p.add_argument("--snr", type=float, default=None, help="input SNR in dB (default: noise-free)")
-    p.add_argument("--font", type=Path, default=None,
-                   help="a TrueType font: adds phantoms of text glyphs in it to the categories")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the protocol's canvas, 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=["tiff", "npy", "png"], default="tiff", help="default: float32 TIFF")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty OUT")
+    _add_protocol_options(p)
     p.set_defaults(run=_run_simulate)
 
 
 def _run_simulate(args) -> None:
     from .data.synthetic import write_dataset
-    from .physics.pairs import PairConfig
 
-    if args.count < 1 or args.size < 8:
-        raise CLIError(f"--count must be >= 1 and --size >= 8, got {args.count} and {args.size}")
-    config = PairConfig(scan=args.scan, target=args.target, model=args.model, gradient=args.gradient,
-                        snr_db=args.snr, spacing_mm=args.spacing, font=str(args.font) if args.font else None)
-    manifest = write_dataset(args.out, args.count, args.size, config, seed=args.seed, fmt=args.format,
+    protocol = _protocol(args)
+    size = args.size if args.size is not None else (protocol.canvas or 128)
+    if args.count < 1 or size < 8:
+        raise CLIError(f"--count must be >= 1 and --size >= 8, got {args.count} and {size}")
+    manifest = write_dataset(args.out, args.count, size, protocol, seed=args.seed, fmt=args.format,
                              overwrite=args.overwrite)
     counts = manifest["counts"]
-    print(f"wrote {counts['total']} pairs to {args.out} (train {counts['train']}, val {counts['val']}, "
-          f"test {counts['test']})")
+    print(f"wrote {counts['total']} pairs ({size}x{size}, protocol {protocol.name}) to {args.out} "
+          f"(train {counts['train']}, val {counts['val']}, test {counts['test']})")
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -76,7 +137,7 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", help="size preset: tiny, small (default), paper")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="paired dataset folder ROOT/{train,val}/{lq,gt}")
-    source.add_argument("--synthetic", action="store_true", help="train on pairs simulated on the fly")
+    source.add_argument("--synthetic", action="store_true", help="train on pairs simulated on the fly (see --protocol)")
     p.add_argument("--steps", type=int, help="optimiser steps per phase")
     p.add_argument("--batch", type=int, help="batch size per process")
     p.add_argument("--patch", type=int, help="training patch size in pixels")
@@ -90,6 +151,7 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--out", type=Path, required=True, help="run folder RUN")
+    _add_protocol_options(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="start over, replacing the run in RUN")
@@ -112,6 +174,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def _run_train(args) -> None:
+    from .physics.protocols import Protocol
     from .train import TrainConfig, train
 
     given = {k: getattr(args, k) for k in ("method", "preset", "steps", "batch", "patch", "lr", "seed",
@@ -119,6 +182,7 @@ def _run_train(args) -> None:
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)
+        given["protocol"] = None
     elif args.synthetic:
         given["data"] = None
     if args.override:
@@ -136,6 +200,13 @@ def _run_train(args) -> None:
             raise CLIError("give the training data: --data DIR or --synthetic")
         settings = TrainConfig().to_dict()
     settings.update(given, out=str(args.out))
+    protocol_asked = args.protocol is not None or _protocol_changes(args)
+    if protocol_asked:
+        if settings.get("data") is not None:
+            raise CLIError("--protocol and the simulation flags apply to --synthetic, not to --data")
+        stored = settings.get("protocol")  # on --resume, flags change the run's own protocol (and must agree)
+        base = Protocol.from_dict(stored) if isinstance(stored, dict) else None
+        settings["protocol"] = _protocol(args, base).to_dict()
     train(TrainConfig.from_dict(settings), resume=args.resume, overwrite=args.overwrite)
     print(f"trained model: {args.out / 'model.safetensors'}")
 

@@ -1,6 +1,6 @@
 """`mpimamba demo`: restore freshly simulated phantoms with the shipped model and show the result.
 
-The demo draws pairs from the same distribution the shipped model was trained on (`SHIPPED_MODEL_DATA`)
+The demo draws pairs from the same distribution the shipped model was trained on (`pretrained.PROTOCOL`)
 but from a seed space the training stream never touches (a distinct SeedSequence entropy), several
 phantoms of every category, restores them with the shipped model (or `--model`), and writes:
 - `OUT/demo.png`: one row per phantom, input | calibrated | target | error map;
@@ -14,20 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .physics.pairs import PairConfig, make_pairs
+from . import pretrained
+from .physics.pairs import make_pairs
 from .physics.phantoms import CATEGORIES
-
-# The training distribution of the shipped model (experiments/default_model.py trains on exactly this):
-# both scan directions, a range of gradients (so resolution varies), noise and concentration ranges,
-# and the concentration map as target (the authors' choice).
-SHIPPED_MODEL_DATA = PairConfig(
-    scan="random",
-    target="phantom",
-    gradient=(6.0, 12.0),
-    snr_db=(25.0, 45.0),
-    concentration=(0.5, 1.0),
-    background=(0.0, 0.02),
-)
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
 DEMO_ENTROPY = 0x0DE3_0DE3_0DE3
@@ -40,7 +29,7 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY):
     pairs = []
     for c, category in enumerate(sorted(CATEGORIES)):
         rng = np.random.default_rng(np.random.SeedSequence([DEMO_ENTROPY, c]))
-        config = replace(SHIPPED_MODEL_DATA, categories=(category,))
+        config = replace(pretrained.PROTOCOL.pairs, categories=(category,))
         lq, gt = make_pairs(rng, config, size, per_category)
         pairs += [(category, i, lq[i], gt[i]) for i in range(per_category)]
     return pairs
@@ -75,7 +64,7 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     from .eval.figures import save_rows
     from .eval.metrics import scores
     from .fileutil import write_text_atomic
-    from .infer import Restoration, default_model_path
+    from .infer import Restoration
     from .models import load_model
 
     out = Path(out)
@@ -83,7 +72,7 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
-    model_path = Path(model_path) if model_path is not None else default_model_path()
+    model_path = Path(model_path) if model_path is not None else pretrained.model_path()
     restoration = Restoration(load_model(model_path))  # the path calibrate writes and evaluate scores
 
     rows, figure_rows = [], []

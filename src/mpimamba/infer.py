@@ -33,20 +33,8 @@ import torch
 
 from .models.base import Restorer
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = WEIGHTS_DIR / "mpi_mamba_small.safetensors"
 AUTO_TILE = 256  # tile used when `tile=None` and the image is larger than WHOLE_MAX
 WHOLE_MAX = 512  # images up to this many pixels per side go through whole when `tile=None`
-
-
-def default_model_path() -> Path:
-    """The shipped MPI-Mamba (small) weights; raises FileNotFoundError until the lead has trained them."""
-    if not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(
-            f"the shipped model {DEFAULT_MODEL} is not installed (it is trained and added by the maintainers); "
-            "pass --model PATH to use your own checkpoint"
-        )
-    return DEFAULT_MODEL
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

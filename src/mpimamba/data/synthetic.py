@@ -1,12 +1,11 @@
 """Simulated pairs: an infinite seeded stream for training, and a fixed dataset written to disk.
 
-Both draw pairs from `mpimamba.physics.pairs.make_pairs` in batches (the PSF model then runs as one
+Both draw pairs from a `mpimamba.physics.protocols.Protocol` in batches (the PSF model then runs as one
 batched FFT per batch).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -20,53 +19,34 @@ from tqdm import tqdm
 from .. import __version__
 from ..fileutil import write_text_atomic
 from ..locks import folder_lock
-from ..physics.pairs import PairConfig, make_pairs
+from ..physics.protocols import PROTOCOLS, Protocol
 from .io import write_image
 from .splits import SPLITS, split_counts
 
 FORMATS = {"tiff": ".tif", "npy": ".npy", "png": ".png"}
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class SyntheticPairs(IterableDataset):
-    """Infinite stream of (lq, gt) float32 tensors (1, S, S), reproducible from `seed`.
+    """Infinite stream of (lq, gt) float32 tensors (1, P, P), reproducible from `seed`.
 
-    Every (distributed rank, DataLoader worker) pair draws from its own generator, seeded with
-    (seed, rank, worker): streams are distinct across workers and ranks and identical from run to run
-    for the same worker count. `xspace_fraction` of the pairs (on average) come from the time-domain
-    "scanner-like" model instead of the PSF model (the paper's Table 3 mixes the two); the x-space
-    operator is built on first use in each worker (4·S⁴ bytes).
+    Pairs are simulated `batch` at a time on the protocol's canvas and one P×P patch is cropped from each
+    (`Protocol.patches`). Every DataLoader worker draws from its own generator, seeded with (seed, worker):
+    streams are distinct across workers and identical from run to run for the same worker count. The
+    training loop gives each (rank, phase, segment) its own `seed` (train.data.derive_seed), so the rank
+    enters the seed there and only there. The x-space operator of a protocol with `xspace_fraction` > 0 is
+    built on first use in each worker (4·canvas⁴ bytes).
     """
 
-    def __init__(self, config: PairConfig = PairConfig(), size: int = 64, seed: int = 0,
-                 xspace_fraction: float = 0.0, batch: int = 32):
-        if not 0.0 <= xspace_fraction <= 1.0:
-            raise ValueError(f"xspace_fraction must be in [0, 1], got {xspace_fraction}")
+    def __init__(self, protocol: Protocol = PROTOCOLS["default"], size: int = 64, seed: int = 0, batch: int = 32):
         if size < 8 or batch < 1:
             raise ValueError(f"SyntheticPairs: need size >= 8 and batch >= 1, got size={size}, batch={batch}")
-        self.config, self.size, self.seed, self.batch = config, size, seed, batch
-        self.xspace_fraction = xspace_fraction
-        # the mixed-in pairs differ only in the forward model (PairConfig checks the x-space constraints)
-        self.xspace_config = dataclasses.replace(config, model="xspace") if xspace_fraction > 0 else None
+        self.protocol, self.size, self.seed, self.batch = protocol, size, seed, batch
 
     def __iter__(self):
         worker = get_worker_info()
-        rng = np.random.default_rng([self.seed, _rank(), worker.id if worker else 0])
+        rng = np.random.default_rng([self.seed, worker.id if worker else 0])
         while True:
-            if self.xspace_fraction > 0:
-                n_x = int(rng.binomial(self.batch, self.xspace_fraction))
-                parts = [make_pairs(rng, self.xspace_config, self.size, n_x)] if n_x else []
-                if n_x < self.batch:
-                    parts.append(make_pairs(rng, self.config, self.size, self.batch - n_x))
-                lq, gt = (np.concatenate(a) for a in zip(*parts))
-                order = rng.permutation(self.batch)  # interleave the two models
-                lq, gt = lq[order], gt[order]
-            else:
-                lq, gt = make_pairs(rng, self.config, self.size, self.batch)
+            lq, gt = self.protocol.patches(rng, self.size, self.batch)
             for a, b in zip(lq, gt):
                 yield torch.from_numpy(a)[None], torch.from_numpy(b)[None]
 
@@ -110,9 +90,10 @@ def _remove_empty_dirs(out: Path) -> None:
                 pass
 
 
-def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = PairConfig(), seed: int = 0,
-                  fmt: str = "tiff", overwrite: bool = False, batch: int = 32) -> dict:
-    """Write `count` pairs to OUT/{train,val,test}/{lq,gt}/NNNNNN.ext (8:1:1) and OUT/manifest.json.
+def write_dataset(out: str | Path, count: int, size: int, protocol: Protocol = PROTOCOLS["default"],
+                  seed: int = 0, fmt: str = "tiff", overwrite: bool = False, batch: int = 32) -> dict:
+    """Write `count` whole size×size pairs of `protocol` to OUT/{train,val,test}/{lq,gt}/NNNNNN.ext (8:1:1)
+    and OUT/manifest.json (which holds `protocol.to_dict()`; its canvas is for training streams only).
 
     Same arguments -> identical files. An existing non-empty OUT is refused (and left untouched) unless
     `overwrite`, which replaces only a dataset this function wrote there (its manifest says so) and only
@@ -123,10 +104,10 @@ def write_dataset(out: str | Path, count: int, size: int, config: PairConfig = P
     write one dataset. Returns the manifest.
     """
     with folder_lock(out, "dataset folder"):
-        return _write_dataset(out, count, size, config, seed, fmt, overwrite, batch)
+        return _write_dataset(out, count, size, protocol, seed, fmt, overwrite, batch)
 
 
-def _write_dataset(out: str | Path, count: int, size: int, config: PairConfig, seed: int,
+def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, seed: int,
                    fmt: str, overwrite: bool, batch: int) -> dict:
     out = Path(out)
     if fmt not in FORMATS:
@@ -151,7 +132,7 @@ def _write_dataset(out: str | Path, count: int, size: int, config: PairConfig, s
     try:
         with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
             for start in range(0, count, batch):
-                lq, gt = make_pairs(rng, config, size, min(batch, count - start))
+                lq, gt = protocol.simulate(rng, size, min(batch, count - start))
                 for i, (a, b) in enumerate(zip(lq, gt), start):
                     name = f"{i:06d}{suffix}"
                     write_image(staging / splits[i] / "lq" / name, a)
@@ -176,7 +157,8 @@ def _write_dataset(out: str | Path, count: int, size: int, config: PairConfig, s
     manifest = {
         "mpimamba_version": __version__,
         "generator": GENERATOR,
-        "protocol": {"size": size, **dataclasses.asdict(config)},
+        "size": size,
+        "protocol": protocol.to_dict(),
         "seed": seed,
         "format": fmt,
         "counts": {"total": count, **counts},

@@ -34,7 +34,7 @@ from ..fileutil import write_text_atomic
 from ..infer import Restoration, resolve_device
 from ..locks import folder_lock
 from ..models.checkpoint import load_model, read_model_config
-from ..train.config import RUNTIME_FIELDS
+from ..train.config import RUNTIME_FIELDS, TrainConfig
 from .figures import save_comparison, save_grid
 from .metrics import CONVENTIONS, scores
 
@@ -72,6 +72,12 @@ def configuration(cfg: dict) -> str:
     training setting (data, protocol, budget, optimiser) except the seed and how the run was executed."""
     training = cfg.get("training")
     if isinstance(training, dict):
+        try:  # one form for configs of every version (old `synthetic` dicts become protocols)
+            training = TrainConfig.from_dict(training).to_dict()
+        except (TypeError, ValueError):
+            pass  # a recipe's own record (the shipped model's): compared as it is
+        if isinstance(training.get("protocol"), dict):  # a protocol is its fields, whatever its name
+            training["protocol"] = {k: v for k, v in training["protocol"].items() if k != "name"}
         training = {k: v for k, v in training.items() if k not in SEED_INDEPENDENT}
     if isinstance(training, dict) and {"method", "preset"} <= set(training):
         # what the user asked for; the model's own overrides may hold what training chose (a classical

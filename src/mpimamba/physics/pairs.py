@@ -2,7 +2,8 @@
 
 Recipe for one pair, every random choice drawn from the caller's generator in a fixed order:
 1. a phantom p from `random_phantom` (max 1) and the per-pair draws: scan axis, gradient, concentration c,
-   SNR, background b (each a fixed value or a (low, high) range sampled uniformly);
+   background b, pixel spacing, SNR (each a fixed value or a (low, high) range sampled uniformly; a fixed
+   value draws nothing, so adding a range never changes the pairs of a protocol without one);
 2. the clean native image n = A_scan(p) for the forward model A (PSF: c ⊛ h by FFT; x-space: a Cartesian
    raster along the scan axis imaged by the time-domain operator, "scanner-like");
 3. the input lq = c·n + b·max(n) + noise, noise ~ N(0, σ²) with σ = max(n)·10^(−SNR/20): the SNR is set
@@ -42,7 +43,7 @@ class PairConfig:
     snr_db: Range | None = None  # None = noise-free
     background: Range = 0.0  # constant offset, fraction of the unit-concentration peak
     concentration: Range = 1.0  # relative to the concentration at which snr_db holds
-    spacing_mm: float = 0.25
+    spacing_mm: Range = 0.25  # pixel spacing; a range is sampled per pair (psf model only)
     categories: tuple[str, ...] | None = None  # phantom categories (None = all of CATEGORIES, + "glyphs")
     font: str | None = None  # a TrueType font file: adds the "glyphs" category (text in that font)
 
@@ -52,9 +53,10 @@ class PairConfig:
                                      ("model", self.model, ("psf", "xspace"))):
             if value not in allowed:
                 raise ValueError(f"PairConfig.{name} must be one of {allowed}, got {value!r}")
-        if self.model == "xspace" and not np.isscalar(self.gradient):
-            raise ValueError("PairConfig: the xspace model builds one operator per protocol, so it needs a "
-                             f"single gradient, got the range {self.gradient!r}")
+        for name in ("gradient", "spacing_mm"):
+            if self.model == "xspace" and not np.isscalar(getattr(self, name)):
+                raise ValueError(f"PairConfig: the xspace model builds one operator per protocol, so it needs a "
+                                 f"single {name}, got the range {getattr(self, name)!r}")
         for name in ("gradient", "concentration", "spacing_mm"):
             _check_range(name, getattr(self, name), lambda v: v > 0, "positive")
         _check_range("background", self.background, lambda v: v >= 0, "non-negative")
@@ -100,13 +102,15 @@ def _fixed_spectrum(size: int, drive: str, spacing_mm: float, gradient: float) -
     return kernel_spectrum(psf_kernel((size, size), drive, spacing_mm, gradient))  # (2S, S+1)
 
 
-def _psf_spectra(size: int, drive: str, spacing_mm: float, gradients: np.ndarray) -> torch.Tensor:
-    """Kernel spectra for each pair's gradient: (1, 2S, S+1) when all agree (cached), else (N, 2S, S+1)."""
-    unique, inverse = np.unique(gradients, return_inverse=True)
-    if len(unique) == 1:
-        return _fixed_spectrum(size, drive, spacing_mm, float(unique[0]))[None]
-    # ξ = k·G·r, so the kernel at gradient g is the unit-gradient kernel at offsets scaled by g: one call
-    off = np.arange(-(size - 1), size) * spacing_mm
+def _psf_spectra(size: int, drive: str, spacings: np.ndarray, gradients: np.ndarray) -> torch.Tensor:
+    """Kernel spectra for each pair's (spacing, gradient): (1, 2S, S+1) when all pairs agree (cached),
+    else (N, 2S, S+1)."""
+    if np.ptp(spacings) == 0 and np.ptp(gradients) == 0:
+        return _fixed_spectrum(size, drive, float(spacings[0]), float(gradients[0]))[None]
+    # ξ = k·G·r with r = (pixel offset)·spacing: the kernel depends on G·spacing only, so every pair's
+    # kernel is the unit-gradient kernel at pixel offsets scaled by its G·spacing (one call for all)
+    unique, inverse = np.unique(gradients * spacings, return_inverse=True)
+    off = np.arange(-(size - 1), size, dtype=np.float64)
     g = unique[:, None, None]
     kernels = psf(off[None, :, None] * g, off[None, None, :] * g, drive, gradient=1.0)  # (U, 2S-1, 2S-1)
     return kernel_spectrum(kernels)[torch.from_numpy(inverse.ravel())]
@@ -123,8 +127,10 @@ def xspace_raster_operator(size: int, drive: str, spacing_mm: float, gradient: f
     return XSpaceOperator(trajectory, (size, size), spacing_mm, gradient, Particle())
 
 
-def _native(phantoms: np.ndarray, drives: np.ndarray, gradients: np.ndarray, config: PairConfig) -> np.ndarray:
-    """Clean native images (N, S, S) of phantoms (N, S, S), pair i scanned along drives[i] at gradients[i]."""
+def _native(phantoms: np.ndarray, drives: np.ndarray, gradients: np.ndarray, spacings: np.ndarray,
+            config: PairConfig) -> np.ndarray:
+    """Clean native images (N, S, S) of phantoms (N, S, S), pair i scanned along drives[i] at gradients[i]
+    with pixels of spacings[i] mm."""
     size = phantoms.shape[-1]
     out = np.empty_like(phantoms)
     for drive in ("x", "z"):
@@ -132,10 +138,11 @@ def _native(phantoms: np.ndarray, drives: np.ndarray, gradients: np.ndarray, con
         if not sel.any():
             continue
         if config.model == "psf":
-            spectra = _psf_spectra(size, drive, config.spacing_mm, gradients[sel])
+            spectra = _psf_spectra(size, drive, spacings[sel], gradients[sel])
             out[sel] = fft_convolve(torch.from_numpy(phantoms[sel]), spectra).numpy()  # one batched FFT
-        else:  # PairConfig guarantees a single gradient for the x-space model
-            out[sel] = xspace_raster_operator(size, drive, config.spacing_mm, float(gradients[0]))(phantoms[sel])
+        else:  # PairConfig guarantees a single gradient and spacing for the x-space model
+            operator = xspace_raster_operator(size, drive, float(spacings[0]), float(gradients[0]))
+            out[sel] = operator(phantoms[sel])
     return out
 
 
@@ -155,8 +162,9 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
     gradients = _draw(rng, config.gradient, count)
     conc = _draw(rng, config.concentration, count)
     background = _draw(rng, config.background, count)
+    spacings = _draw(rng, config.spacing_mm, count)
 
-    native = _native(phantoms, scans, gradients, config)  # (N, S, S) at unit concentration
+    native = _native(phantoms, scans, gradients, spacings, config)  # (N, S, S) at unit concentration
     peak = native.reshape(count, -1).max(axis=1)[:, None, None]
     lq = conc[:, None, None] * native + background[:, None, None] * peak
     if config.snr_db is not None:
@@ -165,7 +173,7 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
     if config.target == "phantom":
         gt = phantoms
     else:
-        gt = 0.5 * sum(_native(phantoms, np.full(count, d), gradients, config) for d in ("x", "z"))
+        gt = 0.5 * sum(_native(phantoms, np.full(count, d), gradients, spacings, config) for d in ("x", "z"))
     return _normalise(lq), _normalise(gt)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..physics.protocols import PROTOCOLS, Protocol
+
 
 # settings a resumed run may change without changing what it computes (apart from device numerics)
 RUNTIME_FIELDS = ("device", "out")
@@ -25,8 +27,7 @@ class TrainConfig:
     preset: str = "small"
     overrides: dict[str, Any] = field(default_factory=dict)  # constructor kwargs replacing preset values
     data: str | None = None  # paired folder ROOT/{train,val}/{lq,gt}; None = the simulated stream
-    # the simulated stream (data is None): {"pairs": {PairConfig fields}, "xspace_fraction": float}
-    synthetic: dict[str, Any] = field(default_factory=dict)
+    protocol: Protocol | None = None  # the simulated stream's protocol (data is None); None there = "default"
     steps: int = 100_000  # optimiser steps in EACH phase
     batch: int = 32  # per process
     patch: int = 64
@@ -47,6 +48,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if self.data is None and self.protocol is None:
+            self.protocol = PROTOCOLS["default"]
+        if self.data is not None and self.protocol is not None:
+            raise ValueError(f"a run trains on a paired folder ({self.data}) or on a simulated protocol "
+                             f"({self.protocol.name}), not both")
         for name in ("steps", "batch", "patch", "ckpt_every", "val_every", "val_images"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -70,17 +76,38 @@ class TrainConfig:
         return self.label or self.method
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """JSON-ready settings (from_dict gives back an equal TrainConfig)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["betas"] = list(self.betas)
+        d["overrides"] = dict(self.overrides)
+        d["protocol"] = self.protocol.to_dict() if self.protocol is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if "synthetic" in d:  # run configs before protocols: {"pairs": {...}, "xspace_fraction": f}
+            d["protocol"] = _legacy_protocol(d.pop("synthetic")) if d.get("data") is None else None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; expected some of {sorted(known)}")
+        if isinstance(d.get("protocol"), dict):
+            d["protocol"] = Protocol.from_dict(d["protocol"])
         return cls(**d)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """The settings in which `other` computes something else than this run (RUNTIME_FIELDS aside).
+
+        The one "same run?" check: resume refuses a checkpoint, and the experiments a finished run, when
+        this is not empty. Protocols compare by their fields, not by their names.
+        """
+        mine, theirs = self.to_dict(), other.to_dict()
+        for d in (mine, theirs):
+            if d["protocol"] is not None:
+                d["protocol"] = {k: v for k, v in d["protocol"].items() if k != "name"}
+        return [f"{k}: run has {mine[k]!r}, got {theirs[k]!r}" for k in mine
+                if k not in RUNTIME_FIELDS and mine[k] != theirs[k]]
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -92,3 +119,9 @@ class TrainConfig:
         if not text.lstrip().startswith("{"):
             text = Path(text_or_path).read_text()
         return cls.from_dict(json.loads(text))
+
+
+def _legacy_protocol(synthetic: dict[str, Any]) -> Protocol:
+    """The protocol an old run config's `synthetic` dict described (simulated at the patch size)."""
+    return Protocol.from_dict({"name": "custom", "canvas": None, "pairs": synthetic.get("pairs", {}),
+                               "xspace_fraction": synthetic.get("xspace_fraction", 0.0)})

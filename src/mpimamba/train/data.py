@@ -93,16 +93,16 @@ def build_data(cfg) -> TrainData:
         return TrainData(train=train, val=val)
 
     from ..data.synthetic import SyntheticPairs
-    from ..physics.pairs import PairConfig
 
-    settings = dict(cfg.synthetic)
-    # JSON has no tuples: the (low, high) ranges of PairConfig come back as lists
-    pairs = PairConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.pop("pairs", {}).items()})
+    protocol = cfg.protocol
 
     def make(seed: int) -> IterableDataset:
         # one simulated batch per training batch (the PSF model runs as one batched FFT)
-        return SyntheticPairs(pairs, size=cfg.patch, seed=seed, batch=cfg.batch, **settings)
+        return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch)
 
-    # a fixed validation set: the first pairs of a stream whose seed no training segment uses
-    val = list(islice(iter(make(derive_seed(cfg.seed, 2**31))), cfg.val_images))
+    # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
+    # training segment uses
+    canvas = protocol.canvas or cfg.patch
+    val_stream = SyntheticPairs(protocol, size=canvas, seed=derive_seed(cfg.seed, 2**31), batch=cfg.val_images)
+    val = list(islice(iter(val_stream), cfg.val_images))
     return TrainData(train=make, val=val)

@@ -40,7 +40,7 @@ from ..models import build
 from ..models.base import Restorer
 from ..models.checkpoint import save_model
 from . import distributed
-from .config import RUNTIME_FIELDS, TrainConfig
+from .config import TrainConfig
 from .data import TrainData, batches, build_data, derive_seed
 from .log import RunLog
 
@@ -129,12 +129,9 @@ def _load_checkpoint(run: Path, cfg: TrainConfig) -> dict:
                          f"{str(err).splitlines()[0]}") from err
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise ValueError(f"checkpoint {path} is not a mpimamba training checkpoint (no 'config' entry)")
-    stored = TrainConfig.from_dict(ckpt["config"]).to_dict()
-    given = cfg.to_dict()
-    changed = [k for k in stored if k not in RUNTIME_FIELDS and stored[k] != given[k]]
+    changed = TrainConfig.from_dict(ckpt["config"]).differences(cfg)
     if changed:
-        diffs = ", ".join(f"{k}: run has {stored[k]!r}, got {given[k]!r}" for k in changed)
-        raise ValueError(f"cannot resume {run} with different settings ({diffs})")
+        raise ValueError(f"cannot resume {run} with different settings ({'; '.join(changed)})")
     return ckpt
 
 
