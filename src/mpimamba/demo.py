@@ -4,7 +4,9 @@ The demo draws pairs from the same distribution the shipped model was trained on
 but from a seed space the training stream never touches (a distinct SeedSequence entropy), several
 phantoms of every category, restores them with the shipped model (or `--model`), and writes:
 - `OUT/demo.png`: one row per phantom, input | calibrated | target | error map;
-- `OUT/metrics.md`: PSNR / SSIM / nRMSE of the input and of the output against the target.
+- `OUT/metrics.md`: PSNR / SSIM / nRMSE of the input and of the output against the target, and per
+  phantom category the output's mass ratio, interior fill, negative share and (sensitivity phantoms)
+  concentration linearity (`mpimamba.eval.quantitative`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from . import pretrained
 from .physics.pairs import make_pairs
+from .eval.quantitative import QUANTITIES
 from .physics.phantoms import CATEGORIES
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
@@ -35,22 +38,49 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY):
     return pairs
 
 
+def _mean(rows: list[dict], key: str) -> float:
+    values = np.array([r[key] for r in rows], np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
+def _cell(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if np.isfinite(value) else "–"
+
+
 def _metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
-    """Markdown of per-image scores and the mean gain over the input, and the mean scores themselves."""
+    """Markdown of per-image scores, per-category quantities and the mean gain over the input, and the
+    mean scores themselves (plus the quantities of the output, per category: "<quantity>_<category>")."""
     lines = [
-        "| image | PSNR in | PSNR out | SSIM in | SSIM out | nRMSE in | nRMSE out |",
-        "|---|---|---|---|---|---|---|",
+        "| image | PSNR in | PSNR out | SSIM in | SSIM out | nRMSE in | nRMSE out | mass ratio | interior fill |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['psnr_in']:.2f} | {r['psnr_out']:.2f} | {r['ssim_in']:.3f} | "
-            f"{r['ssim_out']:.3f} | {r['nrmse_in']:.4f} | {r['nrmse_out']:.4f} |"
+            f"{r['ssim_out']:.3f} | {r['nrmse_in']:.4f} | {r['nrmse_out']:.4f} | {_cell(r['mass_ratio_out'], 3)} | "
+            f"{_cell(r['interior_fill_out'], 3)} |"
         )
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "name"}
+    mean = {k: _mean(rows, k) for k in rows[0] if k not in ("name", "category", "dots_true", "dots_out")}
     lines.append(
         f"| **mean** | {mean['psnr_in']:.2f} | {mean['psnr_out']:.2f} | {mean['ssim_in']:.3f} | "
-        f"{mean['ssim_out']:.3f} | {mean['nrmse_in']:.4f} | {mean['nrmse_out']:.4f} |"
+        f"{mean['ssim_out']:.3f} | {mean['nrmse_in']:.4f} | {mean['nrmse_out']:.4f} | "
+        f"{_cell(mean['mass_ratio_out'], 3)} | {_cell(mean['interior_fill_out'], 3)} |"
     )
+    lines += ["", "Per phantom category, of the output (`mpimamba.eval.quantitative`; linearity on the "
+              "sensitivity phantoms' dots, all of a category's dots pooled):", "",
+              "| category | images | PSNR out | SSIM out | mass ratio | interior fill | negative | linearity slope | linearity R² |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for category in sorted({r["category"] for r in rows}):
+        group = [r for r in rows if r["category"] == category]
+        values = {q: _mean(group, f"{q}_out") for q in ("psnr", "ssim", *QUANTITIES)}
+        lin = _pooled_linearity(group) if category == "sensitivity" else {}
+        mean.update({f"{q}_{category}": v for q, v in {**values, **lin}.items()})
+        lines.append(
+            f"| {category} | {len(group)} | {values['psnr']:.2f} | {values['ssim']:.3f} | "
+            f"{_cell(values['mass_ratio'], 3)} | {_cell(values['interior_fill'], 3)} | "
+            f"{_cell(values['negative_fraction'], 4)} | {_cell(lin.get('linearity_slope', np.nan), 3)} | "
+            f"{_cell(lin.get('linearity_r2', np.nan), 4)} |"
+        )
     gain = (
         f"Mean gain of the calibrated image over the input: PSNR {mean['psnr_out'] - mean['psnr_in']:+.2f} dB, "
         f"SSIM {mean['ssim_out'] - mean['ssim_in']:+.3f}, nRMSE {mean['nrmse_out'] - mean['nrmse_in']:+.4f}."
@@ -58,11 +88,24 @@ def _metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
     return "\n".join(lines) + "\n\n" + gain + "\n", mean
 
 
+def _pooled_linearity(group: list[dict]) -> dict[str, float]:
+    """Slope and R² of restored against true dot means over every dot of the group's images."""
+    true = np.concatenate([r["dots_true"] for r in group])
+    restored = np.concatenate([r["dots_out"] for r in group])
+    if len(true) < 3 or np.ptp(true) == 0:
+        return {"linearity_slope": float("nan"), "linearity_r2": float("nan")}
+    slope, intercept = np.polyfit(true, restored, 1)
+    residual = restored - (slope * true + intercept)
+    return {"linearity_slope": float(slope),
+            "linearity_r2": 1.0 - float((residual**2).sum() / ((restored - restored.mean()) ** 2).sum())}
+
+
 def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: bool = False,
              per_category: int = PER_CATEGORY) -> dict:
     """Write OUT/demo.png and OUT/metrics.md; return the mean scores."""
     from .eval.figures import save_rows
     from .eval.metrics import scores
+    from .eval.quantitative import dot_means, quantities
     from .fileutil import write_text_atomic
     from .infer import Restoration
     from .models import load_model
@@ -80,8 +123,11 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
         name = f"{category}-{index}"
         output = restoration(lq, name=name)
         s_in, s_out = scores(lq, gt), scores(output, gt)
-        rows.append({"name": name, **{f"{k}_in": float(v) for k, v in s_in.items()},
-                     **{f"{k}_out": float(v) for k, v in s_out.items()}})
+        true, restored = dot_means(output, gt) if category == "sensitivity" else (np.zeros(0), np.zeros(0))
+        rows.append({"name": name, "category": category, **{f"{k}_in": float(v) for k, v in s_in.items()},
+                     **{f"{k}_out": float(v) for k, v in s_out.items()},
+                     **{f"{k}_out": v for k, v in quantities(output, gt).items() if k in QUANTITIES},
+                     "dots_true": true, "dots_out": restored})
         if index < PER_CATEGORY:  # the figure stays readable: at most 2 rows a category
             figure_rows.append((name, lq, output, gt))
 

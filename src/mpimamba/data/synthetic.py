@@ -129,10 +129,12 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
     suffix = FORMATS[fmt]
     staging = out / f".simulate-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    categories: list[str] = []
     try:
         with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
             for start in range(0, count, batch):
-                lq, gt = protocol.simulate(rng, size, min(batch, count - start))
+                lq, gt, drawn = protocol.simulate(rng, size, min(batch, count - start), return_categories=True)
+                categories += drawn
                 for i, (a, b) in enumerate(zip(lq, gt), start):
                     name = f"{i:06d}{suffix}"
                     write_image(staging / splits[i] / "lq" / name, a)
@@ -162,6 +164,7 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
         "seed": seed,
         "format": fmt,
         "counts": {"total": count, **counts},
+        "categories": {f"{i:06d}": c for i, c in enumerate(categories)},  # file stem -> phantom category
     }
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -1,11 +1,19 @@
 """Score trained models on a dataset split: per-image scores, a per-method table, figures.
 
-    OUT/scores.csv          one row per (image, model): psnr, ssim, nrmse; model "input" = the input itself
+    OUT/scores.csv          one row per (image, model): psnr, ssim, nrmse, and the quantities of
+                            `eval.quantitative` (mass ratio, interior fill, negative fraction; linearity
+                            slope and R² on sensitivity phantoms); model "input" = the input itself
     OUT/table.csv, .md      per method label: the mean over images of each checkpoint, then mean ± std
                             (sample std) over the checkpoints sharing the label (e.g. trained with different
-                            seeds); std is empty for a single checkpoint
+                            seeds); std is empty for a single checkpoint; plus the resolution columns
+    OUT/categories.csv, .md the same means per (label, phantom category), when the dataset's manifest
+                            names each pair's category (`mpimamba simulate` writes it)
+    OUT/resolution.csv      FWHM and smallest resolved spacing along x and z, and the anisotropy z/x, of the
+                            input, the target and every checkpoint, on the point-source chart of
+                            `eval.resolution` simulated with the dataset's protocol (from its manifest)
     OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
     OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
+    OUT/figures/profiles/MODEL.png   line profiles of the chart's point source along x and z
 
 A checkpoint's label is the "label" key of its JSON config if present, else its method name; checkpoints
 sharing a label are one row (mean ± std over them) only when they are seeds of one configuration (same
@@ -35,19 +43,27 @@ from ..infer import Restoration, resolve_device
 from ..locks import folder_lock
 from ..models.checkpoint import load_model, read_model_config
 from ..train.config import RUNTIME_FIELDS, TrainConfig
-from .figures import save_comparison, save_grid
+from . import resolution
+from .figures import save_comparison, save_grid, save_profiles
 from .metrics import CONVENTIONS, scores
+from .quantitative import LINEARITY, QUANTITIES, quantities
 
 METRICS = ("psnr", "ssim", "nrmse")
-DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4}  # decimals every results table shows
+PER_IMAGE = (*METRICS, *QUANTITIES, *LINEARITY)  # every per-image column of scores.csv
+DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4, "mass_ratio": 3, "interior_fill": 3, "negative_fraction": 4,
+          "linearity_slope": 3, "linearity_r2": 4}  # decimals every results table shows
 INPUT = "input"
+TARGET = "target"
 GRID_IMAGES = 4
 
 
 def format_score(metric: str, mean: float, std: float | str = "") -> str:
-    """A table cell: the mean, and "± std" when a spread over seeds exists ("" when it does not)."""
-    digits = DIGITS[metric]
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" else "")
+    """A table cell: the mean, and "± std" when a spread over seeds exists ("" when it does not); "–"
+    for a quantity that does not apply (NaN)."""
+    if mean == "" or not np.isfinite(mean):
+        return "–"
+    digits = DIGITS.get(metric, 2)
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std != "" and np.isfinite(std) else "")
 
 
 def score_cells(row: dict) -> str:
@@ -156,24 +172,31 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def summarise(per_image: list[dict]) -> list[dict]:
-    """Per-image rows -> per-label rows: mean over images per checkpoint, then mean and std over checkpoints."""
-    per_model: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _nanmean(values) -> float:
+    values = np.asarray(values, np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
+def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[dict]:
+    """Per-image rows -> one row per `key` (by default the label): the mean over images per checkpoint
+    (ignoring NaN: a quantity that does not apply to an image), then mean and sample std over checkpoints."""
+    per_model: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in per_image:
-        for m in METRICS:
-            per_model[(row["label"], row["model"])][m].append(row[m])
-    by_label: dict[str, list[dict[str, float]]] = defaultdict(list)
-    n_images: dict[str, int] = {}
-    for (label, _), values in per_model.items():
-        by_label[label].append({m: float(np.mean(v)) for m, v in values.items()})
-        n_images[label] = len(values["psnr"])
+        for m in PER_IMAGE:
+            per_model[(*(row[k] for k in key), row["model"])][m].append(row[m])
+    by_key: dict[tuple, list[dict[str, float]]] = defaultdict(list)
+    n_images: dict[tuple, int] = {}
+    for (*group, _), values in per_model.items():
+        by_key[tuple(group)].append({m: _nanmean(v) for m, v in values.items()})
+        n_images[tuple(group)] = len(values["psnr"])
     table = []
-    for label, means in by_label.items():
-        row: dict = {"method": label, "checkpoints": len(means), "images": n_images[label]}
-        for m in METRICS:
+    for group, means in by_key.items():
+        row: dict = {"method": group[0], **dict(zip(key[1:], group[1:])), "checkpoints": len(means),
+                     "images": n_images[group]}
+        for m in PER_IMAGE:
             v = np.array([x[m] for x in means])
-            row[f"{m}_mean"] = float(v.mean())
-            row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else ""
+            row[f"{m}_mean"] = _nanmean(v)
+            row[f"{m}_std"] = float(np.nanstd(v, ddof=1)) if len(v) > 1 and np.isfinite(v).all() else ""
         table.append(row)
     return table
 
@@ -187,10 +210,58 @@ def _markdown(table: list[dict], convention: str, split: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in table:
-        lines.append(
-            f"| {row['method']} | {score_cells(row)} | {row['checkpoints']} | {row['images']} |"
-        )
+        lines.append(f"| {row['method']} | {score_cells(row)} | {row['checkpoints']} | {row['images']} |")
+    lines += [
+        "",
+        "Quantities (`mpimamba.eval.quantitative`): mass ratio = sum(output) / sum(target); interior fill = "
+        "mean output / mean target inside the target's filled regions eroded by 3 px; negative = share of "
+        "pixels below 0. Resolution (`mpimamba.eval.resolution`, noise-free point-source chart): FWHM and "
+        "smallest spacing resolved by the 26.4 % dip criterion, in mm, along x and z; anisotropy = FWHM z / x.",
+        "",
+        "| Method | mass ratio | interior fill | negative | FWHM x | FWHM z | resolved x | resolved z | z/x |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        cells = [format_score(m, row[f"{m}_mean"], row[f"{m}_std"]) for m in QUANTITIES]
+        cells += [format_score(c, row.get(c, float("nan"))) for c in resolution.COLUMNS]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _category_markdown(table: list[dict]) -> str:
+    lines = ["Means over the images of each phantom category (linearity: sensitivity phantoms only).", "",
+             "| Method | category | images | PSNR | SSIM | mass ratio | interior fill | linearity slope | linearity R² |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in table:
+        cells = [format_score(m, row[f"{m}_mean"]) for m in ("psnr", "ssim", "mass_ratio", "interior_fill", *LINEARITY)]
+        lines.append(f"| {row['method']} | {row['category']} | {row['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _manifest(data_root: Path) -> dict:
+    try:
+        return json.loads((Path(data_root) / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # a user's own dataset: no categories, no protocol to chart
+
+
+def _chart(manifest: dict) -> resolution.Chart | None:
+    """The resolution chart of the dataset's protocol, or None when the manifest names none."""
+    from ..physics.pairs import PairConfig
+    from ..physics.protocols import Protocol
+
+    stored = manifest.get("protocol")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        if "pairs" in stored:
+            pairs = Protocol.from_dict(stored).pairs
+        else:  # manifests before protocols: the PairConfig fields and the size
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k != "size"}
+            pairs = PairConfig(**fields)
+    except (TypeError, ValueError):
+        return None
+    return resolution.make_chart(resolution.ChartSetting.of(pairs))
 
 
 def evaluate(
@@ -220,22 +291,32 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     if not models:
         raise ValueError("evaluate needs at least one checkpoint")
     out = Path(out)
-    outputs = [out / "scores.csv", out / "table.csv", out / "table.md", *([out / "figures"] if figures else [])]
+    outputs = [out / n for n in ("scores.csv", "table.csv", "table.md", "categories.csv", "categories.md",
+                                 "resolution.csv")] + ([out / "figures"] if figures else [])
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace the report")
     checkpoints = _checkpoints(models, labels)
     dataset = PairedFolder(data_root, split)
     device = resolve_device(device)
+    manifest = _manifest(data_root)
+    categories = manifest.get("categories", {}) if isinstance(manifest.get("categories"), dict) else {}
+    chart = _chart(manifest)
 
     rows: list[dict] = []
     grid: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
     first_of_label = {c.label: c.name for c in reversed(checkpoints)}
+    resolved: dict[str, dict] = {}  # model name -> the resolution columns
+    if chart is not None:
+        resolved[INPUT] = {"label": INPUT, **resolution.measure(chart.inputs, chart)}
+        resolved[TARGET] = {"label": TARGET, **resolution.measure(chart.targets, chart)}
 
     def record(model_name: str, label: str, checkpoint: str, name: str, result: np.ndarray, gt: np.ndarray):
         s = scores(result, gt, convention)
-        rows.append({"image": name, "model": model_name, "label": label, "checkpoint": checkpoint,
-                     **{m: float(s[m]) for m in METRICS}})
+        category = categories.get(Path(name).stem, "")
+        rows.append({"image": name, "category": category, "model": model_name, "label": label,
+                     "checkpoint": checkpoint, **{m: float(s[m]) for m in METRICS},
+                     **quantities(result, gt, sensitivity=category == "sensitivity")})
 
     for i, name in enumerate(dataset.names):  # the reference line: the input scored against the target
         lq, gt = dataset.read_pair(i)
@@ -254,14 +335,40 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
                 if i < GRID_IMAGES and first_of_label[ckpt.label] == ckpt.name:
                     grid.setdefault(name, (lq, {}, gt))[1][ckpt.label] = restored
             bar.update()
+        if chart is not None:
+            outputs = np.stack([restoration(image, name=f"resolution chart {n}")
+                                for n, image in zip(chart.names, chart.inputs)])
+            resolved[ckpt.name] = {"label": ckpt.label, **resolution.measure(outputs, chart)}
+            if figures:
+                dot = chart.names.index("dot")
+                save_profiles(out / "figures" / "profiles" / f"{ckpt.name}.png",
+                              {"input": chart.inputs[dot], "output": outputs[dot], "target": chart.targets[dot]},
+                              chart.setting.spacing_mm, title=f"{ckpt.name}: point source, {chart.setting.scan} scan",
+                              overwrite=overwrite)
         del restoration
     bar.close()
 
-    columns = ["image", "model", "label", "checkpoint", *METRICS]
+    columns = ["image", "category", "model", "label", "checkpoint", *PER_IMAGE]
     write_text_atomic(out / "scores.csv", _csv(rows, columns))
     table = summarise(rows)
+    for row in table:  # the resolution columns: mean over the label's checkpoints
+        measured = [r for r in resolved.values() if r["label"] == row["method"]]
+        for c in resolution.COLUMNS:
+            row[c] = _nanmean([r[c] for r in measured]) if measured else float("nan")
     write_text_atomic(out / "table.csv", _csv(table, list(table[0])))
     write_text_atomic(out / "table.md", _markdown(table, convention, split))
+    if chart is not None:
+        setting = chart.setting
+        res_rows = [{"model": name, "label": r["label"], "scan": setting.scan, "gradient_t_per_m": setting.gradient,
+                     "spacing_mm": setting.spacing_mm, **{c: r[c] for c in resolution.COLUMNS}}
+                    for name, r in resolved.items()]
+        write_text_atomic(out / "resolution.csv", _csv(res_rows, list(res_rows[0])))
+    if categories:
+        order = {label: i for i, label in enumerate(dict.fromkeys(r["label"] for r in rows))}
+        by_category = sorted(summarise(rows, key=("label", "category")),
+                             key=lambda r: (order[r["method"]], r["category"]))
+        write_text_atomic(out / "categories.csv", _csv(by_category, list(by_category[0])))
+        write_text_atomic(out / "categories.md", _category_markdown(by_category))
     if figures and grid:
         save_grid(out / "figures" / "grid.png", [(n, lq, o, gt) for n, (lq, o, gt) in grid.items()], overwrite=overwrite)
     return table

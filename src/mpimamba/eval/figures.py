@@ -101,3 +101,36 @@ def save_grid(
         bottom[0].axis("off")
         bottom[-1].axis("off")
     return _save(fig, path, overwrite)
+
+
+def save_profiles(
+    path: str | Path,
+    images: dict[str, np.ndarray],
+    spacing_mm: float,
+    title: str = "",
+    overwrite: bool = False,
+) -> Path:
+    """Line profiles through the centre of each (S, S) image ({curve name: image}, e.g. input, output,
+    target of one point source): along x (the row) and along z (the column), each curve scaled to its own
+    peak so that widths compare, with the half-maximum level drawn."""
+    if not images:
+        raise ValueError("save_profiles needs at least one image")
+    fig = Figure(figsize=(2 * PANEL_INCHES * 1.6, PANEL_INCHES * 1.3))
+    axes = fig.subplots(1, 2)
+    for ax, axis in zip(axes, ("x", "z")):
+        for name, image in images.items():
+            c = image.shape[0] // 2
+            profile = np.asarray(image[c, :] if axis == "x" else image[:, c], np.float64)
+            offsets = (np.arange(len(profile)) - c) * spacing_mm
+            ax.plot(offsets, profile / max(profile.max(), 1e-12), label=name, lw=1.2,
+                    drawstyle="steps-mid" if name == "target" else "default")
+        ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
+        ax.set_xlim(-4, 4)
+        ax.set_xlabel(f"offset along {axis} (mm)", fontsize=9)
+        ax.set_title(f"profile along {axis}", fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("signal / peak", fontsize=9)
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.04)
+    return _save(fig, path, overwrite)

@@ -1,7 +1,7 @@
 """Training pairs (anisotropic input, target) from phantoms, with either forward model.
 
 Recipe for one pair, every random choice drawn from the caller's generator in a fixed order:
-1. a phantom p from `random_phantom` (max 1) and the per-pair draws: scan axis, gradient, concentration c,
+1. a phantom p of a category drawn uniformly (max 1) and the per-pair draws: scan axis, gradient, concentration c,
    background b, pixel spacing, SNR (each a fixed value or a (low, high) range sampled uniformly; a fixed
    value draws nothing, so adding a range never changes the pairs of a protocol without one);
 2. the clean native image n = A_scan(p) for the forward model A (PSF: c ⊛ h by FFT; x-space: a Cartesian
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .langevin import Particle
-from .phantoms import CATEGORIES, glyphs, random_phantom
+from .phantoms import CATEGORIES, glyphs
 from .psf import fft_convolve, kernel_spectrum, psf, psf_kernel
 from .xspace import XSpaceOperator, raster
 
@@ -76,10 +76,17 @@ def _glyph_generator(font: str):
     return glyphs(font)
 
 
-def _phantom_pool(config: PairConfig) -> list:
-    """The generators to draw phantoms from (names resolved by random_phantom, glyphs by font)."""
-    names = list(config.categories or (*CATEGORIES, *(["glyphs"] if config.font else [])))
-    return [_glyph_generator(config.font) if n == "glyphs" else n for n in names]
+def _phantom_pool(config: PairConfig) -> list[str]:
+    """The category names to draw phantoms from."""
+    return list(config.categories or (*CATEGORIES, *(["glyphs"] if config.font else [])))
+
+
+def _phantom(rng: np.random.Generator, size: int, pool: list[str], config: PairConfig) -> tuple[str, np.ndarray]:
+    """(category, phantom): a category drawn uniformly from `pool`, then its phantom (the draws of
+    `random_phantom`, which this unpacks to learn the category)."""
+    name = pool[int(rng.integers(len(pool)))]
+    generator = _glyph_generator(config.font) if name == "glyphs" else CATEGORIES[name]
+    return name, generator(rng, size)
 
 
 def _check_range(name: str, value, valid, kind: str) -> None:
@@ -153,11 +160,18 @@ def _normalise(images: np.ndarray) -> np.ndarray:
     return np.clip(images * scale[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
-def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` pairs (lq, gt), each float32 (count, size, size) in [0, 1]; see the module doc for the recipe."""
+def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: int,
+               return_categories: bool = False):
+    """`count` pairs (lq, gt), each float32 (count, size, size) in [0, 1]; see the module doc for the recipe.
+
+    With `return_categories`, also the phantom category of each pair: (lq, gt, [name, ...]).
+    """
     if size < 8 or count < 1:
         raise ValueError(f"make_pairs: need size >= 8 and count >= 1, got size={size}, count={count}")
-    phantoms = np.stack([random_phantom(rng, size, _phantom_pool(config)) for _ in range(count)])
+    pool = _phantom_pool(config)
+    drawn = [_phantom(rng, size, pool, config) for _ in range(count)]
+    categories = [name for name, _ in drawn]
+    phantoms = np.stack([phantom for _, phantom in drawn])
     scans = rng.choice(["x", "z"], count) if config.scan == "random" else np.full(count, config.scan)
     gradients = _draw(rng, config.gradient, count)
     conc = _draw(rng, config.concentration, count)
@@ -174,6 +188,8 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
         gt = phantoms
     else:
         gt = 0.5 * sum(_native(phantoms, np.full(count, d), gradients, spacings, config) for d in ("x", "z"))
+    if return_categories:
+        return _normalise(lq), _normalise(gt), categories
     return _normalise(lq), _normalise(gt)
 
 

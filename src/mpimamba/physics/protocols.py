@@ -79,17 +79,21 @@ class Protocol:
                               for k, v in stored.items()})
         return cls(**{**d, "pairs": pairs})
 
-    def simulate(self, rng: np.random.Generator, size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """`count` whole pairs (lq, gt), float32 (count, size, size) in [0, 1], with the x-space share mixed in."""
+    def simulate(self, rng: np.random.Generator, size: int, count: int, return_categories: bool = False):
+        """`count` whole pairs (lq, gt), float32 (count, size, size) in [0, 1], with the x-space share mixed
+        in; with `return_categories` also each pair's phantom category, (lq, gt, [name, ...])."""
         if self.xspace_fraction == 0:
-            return make_pairs(rng, self.pairs, size, count)
-        n_x = int(rng.binomial(count, self.xspace_fraction))
-        parts = [make_pairs(rng, self.xspace_pairs, size, n_x)] if n_x else []
-        if n_x < count:
-            parts.append(make_pairs(rng, self.pairs, size, count - n_x))
-        lq, gt = (np.concatenate(a) for a in zip(*parts))
-        order = rng.permutation(count)  # interleave the two models
-        return lq[order], gt[order]
+            lq, gt, categories = make_pairs(rng, self.pairs, size, count, return_categories=True)
+        else:
+            n_x = int(rng.binomial(count, self.xspace_fraction))
+            parts = [make_pairs(rng, self.xspace_pairs, size, n_x, return_categories=True)] if n_x else []
+            if n_x < count:
+                parts.append(make_pairs(rng, self.pairs, size, count - n_x, return_categories=True))
+            order = rng.permutation(count)  # interleave the two models
+            lq, gt = (np.concatenate([part[k] for part in parts])[order] for k in (0, 1))
+            drawn = [name for part in parts for name in part[2]]
+            categories = [drawn[i] for i in order]
+        return (lq, gt, categories) if return_categories else (lq, gt)
 
     def patches(self, rng: np.random.Generator, patch: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` training pairs (count, patch, patch): simulated on the canvas, one random crop from each.

@@ -1,0 +1,102 @@
+"""What an MPI lab measures in a restored image besides PSNR: is the tracer where and how much it should be?
+
+All functions take 2-D float images (H, W) in the scoring convention (the target as it is on disk, the
+output as `infer.Restoration` gives it) and return plain floats; NaN where a quantity does not apply to
+the image (no filled region, fewer than three dots).
+
+    mass ratio          sum(output) / sum(target): 1 when the total amount of tracer is preserved.
+    interior fill       mean(output) / mean(target) over the target's filled regions (target >= FILLED of
+                        its maximum) eroded by ERODE pixels: 1 when a filled region comes back filled, ~0
+                        when it comes back as an outline (hollow).
+    negative fraction   share of pixels below zero (concentrations cannot be negative).
+    linearity           on a sensitivity phantom (dots of graded concentration): each dot's mean in the
+                        output against its mean in the target, both over the dot eroded by one pixel; the
+                        least-squares line through the dots gives slope, intercept and R². An image is
+                        linear in the concentration when R² ≈ 1 and, with both images on the same scale,
+                        the slope ≈ 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+FILLED = 0.25  # a pixel is "filled" at >= this share of the target's maximum
+ERODE = 3  # pixels removed from the edge of filled regions: the blur at edges is resolution, not fill
+DOT_ERODE = 1
+QUANTITIES = ("mass_ratio", "interior_fill", "negative_fraction")
+LINEARITY = ("linearity_slope", "linearity_r2")
+
+
+def _check(out: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out, gt = np.asarray(out), np.asarray(gt)
+    if out.shape != gt.shape or out.ndim != 2:
+        raise ValueError(f"expected two (H, W) images of one shape, got {out.shape} and {gt.shape}")
+    return out, gt
+
+
+def mass_ratio(out, gt) -> float:
+    out, gt = _check(out, gt)
+    total = float(gt.sum(dtype=np.float64))
+    return float(out.sum(dtype=np.float64)) / total if total > 0 else float("nan")
+
+
+def interior_mask(gt, filled: float = FILLED, erode: int = ERODE) -> np.ndarray:
+    """The target's filled regions, shrunk by `erode` pixels (a boolean (H, W) mask; may be empty)."""
+    gt = np.asarray(gt)
+    peak = float(gt.max())
+    if peak <= 0:
+        return np.zeros(gt.shape, bool)
+    mask = gt >= filled * peak
+    return ndimage.binary_erosion(mask, iterations=erode) if erode > 0 else mask
+
+
+def interior_fill(out, gt, filled: float = FILLED, erode: int = ERODE) -> float:
+    out, gt = _check(out, gt)
+    mask = interior_mask(gt, filled, erode)
+    if not mask.any():
+        return float("nan")
+    return float(out[mask].mean(dtype=np.float64) / gt[mask].mean(dtype=np.float64))
+
+
+def negative_fraction(out) -> float:
+    return float(np.mean(np.asarray(out) < 0))
+
+
+def dot_means(out, gt, erode: int = DOT_ERODE) -> tuple[np.ndarray, np.ndarray]:
+    """(target means, output means) over each dot (connected region of target > 0), eroded by `erode`.
+
+    Dots that vanish under the erosion are measured unshrunk, so faint small dots still count.
+    """
+    out, gt = _check(out, gt)
+    labels, count = ndimage.label(gt > 0)
+    true, restored = [], []
+    for k in range(1, count + 1):
+        dot = labels == k
+        core = ndimage.binary_erosion(dot, iterations=erode) if erode > 0 else dot
+        region = core if core.any() else dot
+        true.append(gt[region].mean(dtype=np.float64))
+        restored.append(out[region].mean(dtype=np.float64))
+    return np.array(true), np.array(restored)
+
+
+def linearity(out, gt) -> dict[str, float]:
+    """{"linearity_slope", "linearity_intercept", "linearity_r2"} of the dots of a sensitivity phantom."""
+    true, restored = dot_means(out, gt)
+    nan = {"linearity_slope": float("nan"), "linearity_intercept": float("nan"), "linearity_r2": float("nan")}
+    if len(true) < 3 or np.ptp(true) == 0:
+        return nan
+    slope, intercept = np.polyfit(true, restored, 1)
+    residual = restored - (slope * true + intercept)
+    spread = float(((restored - restored.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / spread if spread > 0 else float("nan")
+    return {"linearity_slope": float(slope), "linearity_intercept": float(intercept), "linearity_r2": r2}
+
+
+def quantities(out, gt, sensitivity: bool = False) -> dict[str, float]:
+    """Every quantity above for one image; the linearity ones only on a sensitivity phantom (else NaN)."""
+    values = {"mass_ratio": mass_ratio(out, gt), "interior_fill": interior_fill(out, gt),
+              "negative_fraction": negative_fraction(out)}
+    lin = linearity(out, gt) if sensitivity else {}
+    values.update({k: lin.get(k, float("nan")) for k in LINEARITY})
+    return values
