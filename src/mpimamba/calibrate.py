@@ -4,17 +4,25 @@ Each image goes through `infer.Restoration`, the path `evaluate` scores: divided
 the network (the authors' normalisation) and multiplied back, so outputs are in the input's own scale,
 and clamped at zero (concentrations are never negative). Output paths: an input file
 goes to OUT/NAME; a folder is searched recursively and each image goes to OUT/<path inside the folder>.
-With a single input file, an OUT that ends in an image suffix is the output file itself. Outputs keep
-the input's format (PNG is written 16-bit, so an 8-bit PNG comes back as 16-bit).
+With a single input file, an OUT that ends in an image suffix is the output file itself.
+
+Outputs give back what the user gave (`data.io.ImageInfo`): the input's dtype and value range (a uint16
+TIFF comes back uint16, an 8-bit PNG as 8-bit; integers are rounded and clipped to what the dtype holds,
+and the clipped pixels counted), its shape, and its metadata (MDF header groups, DICOM patient/study tags
+and pixel spacing, TIFF resolution). 3-D stacks and volumes (multi-page TIFF, 3-D NPY/NPZ, MDF volumes or
+several frames) are restored slice by slice along `slice_axis`, each slice normalised by its own maximum
+as a 2-D image is. An output written in another format than its input's gets that format's defaults.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from .data.io import SUFFIXES, read_image, write_image
+from .data.io import SUFFIXES, Written, read_image_with_info, write_image_with_info
 from . import pretrained
 from .infer import Restoration, resolve_device
 from .locks import folder_lock
@@ -68,14 +76,32 @@ def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, 
 
 
 class PartialCalibration(ValueError):
-    """Some inputs could not be restored; every other one was written. `failed`: [(input, reason)]."""
+    """Some inputs could not be restored; every other one was written. `failed`: [(input, reason)];
+    `written`: the `Written` records (path, clipped pixels) of the others."""
 
-    def __init__(self, failed: list[tuple[Path, str]], written: list[Path]):
+    def __init__(self, failed: list[tuple[Path, str]], written: list[Written]):
         self.failed, self.written = failed, written
         listed = "; ".join(f"{src}: {reason}" for src, reason in failed[:5])
         more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
         super().__init__(f"{len(failed)} of {len(failed) + len(written)} image(s) could not be restored "
                          f"({listed}{more}); the other {len(written)} were written")
+
+
+def restore_slices(restore, image: np.ndarray, slice_axis: int = 0, name: str = "image") -> np.ndarray:
+    """A 2-D image restored whole; a 3-D stack restored slice by slice along `slice_axis` and stacked back.
+
+    `restore(image, name=...)` restores one 2-D image (a `Restoration`); each slice is normalised by its
+    own maximum, as the model saw its training images.
+    """
+    if image.ndim == 2:
+        return restore(image, name=name)
+    if image.ndim != 3:
+        raise ValueError(f"{name}: expected a 2-D image or a 3-D stack, got shape {image.shape}")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2, got {slice_axis}")
+    slices = [restore(np.take(image, i, axis=slice_axis), name=f"{name} (slice {i} along axis {slice_axis})")
+              for i in range(image.shape[slice_axis])]
+    return np.stack(slices, axis=slice_axis)
 
 
 def calibrate(
@@ -88,20 +114,26 @@ def calibrate(
     overwrite: bool = False,
     normalise: str = "max",
     skip_existing: bool = False,
-) -> list[Path]:
-    """Restore every input image (see the module docstring for paths and scaling); return the written files.
+    slice_axis: int = 0,
+) -> list[Written]:
+    """Restore every input image (see the module docstring for paths, scaling and stacks); return what
+    was written: each file's path and the number of its pixels clipped to the input's dtype.
 
     `skip_existing` leaves outputs that exist as they are and restores the rest (to continue an interrupted
     run). An input that cannot be read or restored is skipped; the others are still written, and
-    `PartialCalibration` lists the failures at the end.
+    `PartialCalibration` lists the failures at the end. Clipped pixels are reported, one line per file.
     """
     if overwrite and skip_existing:
         raise ValueError("--overwrite and --skip-existing exclude each other")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"--slice-axis must be 0, 1 or 2, got {slice_axis}")
     with folder_lock(out, "output"):  # one calibrate at a time writes into OUT
-        return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing)
+        return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
+                          slice_axis)
 
 
-def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing) -> list[Path]:
+def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
+               slice_axis) -> list[Written]:
     pairs = plan_outputs(inputs, out)
     existing = [str(dst) for _, dst in pairs if dst.exists()]
     if existing and not (overwrite or skip_existing):
@@ -116,11 +148,14 @@ def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normal
     written, failed = [], []
     for src, dst in tqdm(pairs, desc="calibrate", unit="img"):
         try:
-            restored = restoration(read_image(src), name=str(src))
+            image, info = read_image_with_info(src)
+            restored = restore_slices(restoration, image, slice_axis, name=str(src))
         except (ValueError, OSError) as err:  # an unreadable or unusable input: skip it, say so at the end
             failed.append((src, str(err).splitlines()[0] if str(err) else type(err).__name__))
             continue
-        written.append(write_image(dst, restored, overwrite=overwrite))
+        written.append(write_image_with_info(dst, restored, info, overwrite=overwrite))
+        if written[-1].clipped:
+            tqdm.write(written[-1].clip_message(), file=sys.stderr)
     if failed:
         raise PartialCalibration(failed, written)
     return written

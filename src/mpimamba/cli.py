@@ -263,13 +263,18 @@ def _add_calibrate(sub) -> None:
         help="restore MPI images (files or folders) with a trained model",
         description="Restore images, keeping names, folder structure and formats. Each image is divided by its "
         "maximum before the network and multiplied back after, so outputs keep the input's scale; outputs "
-        "are clamped at zero (concentrations are never negative).",
+        "are clamped at zero (concentrations are never negative). Outputs keep the input's dtype (integers "
+        "are rounded and clipped to it; clipped pixels are reported per file), shape and metadata. 3-D "
+        "stacks and volumes (multi-page TIFF, 3-D NPY/NPZ, MDF) are restored slice by slice.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="output folder (or, for one input file, an output file name)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped MPI-Mamba small)")
     _add_restoration_options(p)
+    p.add_argument("--slice-axis", type=int, default=0, choices=(0, 1, 2),
+                   help="axis of a 3-D stack or volume to restore slice by slice along (default 0: the first, "
+                        "pages of a TIFF, z of an MDF volume); 2-D images are restored whole")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--skip-existing", action="store_true",
                    help="keep existing output files and restore only the missing ones (continue a stopped run)")
@@ -281,8 +286,10 @@ def _run_calibrate(args) -> None:
 
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
                         normalise=args.normalise, device=args.device, overwrite=args.overwrite,
-                        skip_existing=args.skip_existing)
-    print(f"{len(written)} image(s) written to {args.out}")
+                        skip_existing=args.skip_existing, slice_axis=args.slice_axis)
+    clipped = sum(1 for w in written if w.clipped)
+    note = f" ({clipped} with clipped pixels, listed above)" if clipped else ""
+    print(f"{len(written)} image(s) written to {args.out}{note}")
 
 
 # ---------------------------------------------------------------------------------------------- demo
