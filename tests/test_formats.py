@@ -324,6 +324,23 @@ def test_dicom_keeps_patient_study_and_spacing_tags(tmp_path, rng):
     assert pydicom.dcmread(again.path).SeriesInstanceUID == out.SeriesInstanceUID
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+def test_dicom_files_of_other_encodings_come_back_with_their_tags(tmp_path, name):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file(name, download=False)  # pydicom's own test files, never downloaded
+    if source is None:
+        pytest.skip(f"pydicom's test file {name} is not installed")
+    values, info = read_image_with_info(source)
+    out = pydicom.dcmread(write_image_with_info(tmp_path / "out.dcm", values, info).path)
+    original = pydicom.dcmread(source)
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "PixelSpacing", "StudyDate"):
+        assert out.get(keyword) == original.get(keyword), keyword
+    assert np.array_equal(out.pixel_array, original.pixel_array)
+    assert out.pixel_array.dtype == original.pixel_array.dtype.newbyteorder("=")  # same type, little endian
+
+
 # ---------------------------------------------------------------------------------------------- 3-D stacks
 def expected_slices(model_path, stack, axis):
     restoration = Restoration(load_model(model_path), tile=32, overlap=8)

@@ -360,7 +360,8 @@ def read_image_with_info(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     fmt = FORMATS[suffix]
     stored = np.asarray(stored)
     _checked(stored, path, max_ndim=3 if fmt in STACK_FORMATS else 2)
-    info = ImageInfo(fmt, stored.dtype, shape=stored.shape, **fields)
+    dtype = stored.dtype.newbyteorder("=")  # the type, not the byte order, is what the user gave
+    info = ImageInfo(fmt, dtype, shape=stored.shape, **fields)
     values = np.squeeze(info.to_values(stored))
     if not np.all(np.isfinite(values)):  # a huge RescaleSlope can overflow float32
         raise ValueError(f"{path}: image contains NaN or infinite values")
@@ -509,18 +510,28 @@ def _mdf_layout(stored: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 def _write_dicom(tmp: Path, stored: np.ndarray, info: ImageInfo) -> None:
     _import_pydicom(tmp)
-    ds = copy.deepcopy(info.metadata) if info.metadata is not None else _new_dicom_dataset()
+    if info.metadata is None:
+        ds = _new_dicom_dataset()
+    else:
+        ds = copy.deepcopy(info.metadata)
+        _mark_derived(ds)
     _set_dicom_pixels(ds, stored)
-    _mark_derived(ds)
+    _set_file_meta(ds)
+    _forget_encoding(ds)
     ds.save_as(tmp, enforce_file_format=True)
+
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _new_dicom_dataset():
     """A secondary-capture dataset for an image that came without one."""
     import pydicom
+    from pydicom.uid import generate_uid
 
     ds = pydicom.Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
     ds.Modality = "OT"
     ds.PhotometricInterpretation = "MONOCHROME2"
     return ds
@@ -533,9 +544,6 @@ def _set_dicom_pixels(ds, stored: np.ndarray) -> None:
     input's BitsStored when it fits (the values were clipped to it). Tags derived from the old pixels
     (smallest/largest value, frames) are dropped, and the data is written uncompressed.
     """
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     old_bits = int(ds.BitsStored) if "BitsStored" in ds else None
     for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue",
                     "LargestImagePixelValue", "NumberOfFrames", "BitsStored", "HighBit", "PixelRepresentation"):
@@ -555,9 +563,6 @@ def _set_dicom_pixels(ds, stored: np.ndarray) -> None:
         ds.HighBit = ds.BitsStored - 1
         ds.PixelRepresentation = int(np.issubdtype(stored.dtype, np.signedinteger))
         ds.add_new(0x7FE00010, "OW" if bits > 8 else "OB", pixels)
-    if not hasattr(ds, "file_meta"):
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def _mark_derived(ds) -> None:
@@ -571,8 +576,29 @@ def _mark_derived(ds) -> None:
     if "ImageType" in ds:
         ds.ImageType = ["DERIVED", "SECONDARY", *list(ds.ImageType)[2:]] if ds["ImageType"].VM > 1 else "DERIVED"
     ds.DerivationDescription = "restored by mpimamba calibrate"
+
+
+def _forget_encoding(ds) -> None:
+    """Parse every element and forget how the input was encoded, so that a big-endian or implicit-VR
+    input is written in the file meta's explicit little endian (pydicom refuses to mix the two)."""
+    for element in ds.iterall():
+        if element.VR == "SQ":
+            for item in element.value:
+                item.set_original_encoding(None, None)
+    ds.set_original_encoding(None, None)
+
+
+def _set_file_meta(ds) -> None:
+    """File meta that matches the dataset: its SOP class and instance, pixels uncompressed little endian."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = getattr(ds, "SOPClassUID", None) or SECONDARY_CAPTURE
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 _WRITERS = {
