@@ -8,7 +8,10 @@
                      giving [0, 1]; a PNG round trip is exact at its bit depth, not for arbitrary floats.
     .h5 .hdf5 .mdf   MPI Data Format (MDF v2) reconstruction data: `/reconstruction/data` is a Q x P x S
                      array (frames x voxels x channels) and `/reconstruction/size` the voxel counts (x, y, z),
-                     x varying fastest. A 2-D image (rows = z, columns = x) is one frame, one channel, y = 1.
+                     x varying fastest; read as (frames, z, y, x, channels), so a plane, a volume or frames
+                     of a plane are 2-D or 3-D after squeezing. A new 2-D image (rows = z, columns = x) is
+                     one frame, one channel, y = 1. Files without /reconstruction/data (raw measurements,
+                     system matrices, headers only) are refused with a message that says what they hold.
     .dcm             DICOM, 2-D only, through the optional `pydicom` package (`pip install mpimamba[dicom]`);
                      RescaleSlope/Intercept are applied, values otherwise kept.
 
@@ -21,6 +24,10 @@ counted), the same shape, and the metadata: TIFF resolution and ImageJ spacing, 
 and header groups with their HDF5 types, the DICOM dataset with its patient, study and spacing tags. So
 `read -> restore -> write` gives a uint16 TIFF back as uint16 and an 8-bit PNG as 8-bit. An `ImageInfo` of
 another format is not applied (each format has its own scale), the output format's defaults are.
+An MDF output keeps its input's `/reconstruction` grid (size, fieldOfView, fieldOfViewCenter, order, ...);
+only the root `uuid` and `time`, which identify the file itself, are new. `read_mdf_headers(template)` gives
+a new image the headers of any MDF file; its fieldOfView comes from `voxel_size`, or is left out (optional
+in MDF v2) when nothing says how large a voxel is.
 
 Singleton axes are squeezed away; anything that is then not 2-D (or, with info, 3-D), not finite, or not
 readable raises an error that names the file. Writers write atomically and refuse to replace an existing
