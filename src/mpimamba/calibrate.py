@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .data.io import SUFFIXES, Written, read_image_with_info, write_image_with_info
 from . import pretrained
 from .infer import Restoration, resolve_device
+from .refine import RefinedRestoration, ScanGeometry
 from .locks import folder_lock
 from .models.checkpoint import load_model
 
@@ -115,10 +116,14 @@ def calibrate(
     normalise: str = "max",
     skip_existing: bool = False,
     slice_axis: int = 0,
+    physics: ScanGeometry | None = None,
+    physics_iterations: int = 100,
 ) -> list[Written]:
     """Restore every input image (see the module docstring for paths, scaling and stacks); return what
     was written: each file's path and the number of its pixels clipped to the input's dtype.
 
+    `physics` (the scan's drive axis, gradient and pixel spacing) adds the physics-consistency refinement of
+    `mpimamba.refine` after the network, at most `physics_iterations` steps per image (or slice).
     `skip_existing` leaves outputs that exist as they are and restores the rest (to continue an interrupted
     run). An input that cannot be read or restored is skipped; the others are still written, and
     `PartialCalibration` lists the failures at the end. Clipped pixels are reported, one line per file.
@@ -127,13 +132,15 @@ def calibrate(
         raise ValueError("--overwrite and --skip-existing exclude each other")
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"--slice-axis must be 0, 1 or 2, got {slice_axis}")
+    if physics_iterations < 1:
+        raise ValueError(f"--physics-iterations must be at least 1, got {physics_iterations}")
     with folder_lock(out, "output"):  # one calibrate at a time writes into OUT
         return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
-                          slice_axis)
+                          slice_axis, physics, physics_iterations)
 
 
 def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
-               slice_axis) -> list[Written]:
+               slice_axis, physics, physics_iterations) -> list[Written]:
     pairs = plan_outputs(inputs, out)
     existing = [str(dst) for _, dst in pairs if dst.exists()]
     if existing and not (overwrite or skip_existing):
@@ -145,6 +152,8 @@ def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normal
     device = resolve_device(device)
     model = load_model(model_path or pretrained.model_path(), map_location=device)
     restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device)
+    if physics is not None:
+        restoration = RefinedRestoration(restoration, physics, physics_iterations)
     written, failed = [], []
     for src, dst in tqdm(pairs, desc="calibrate", unit="img"):
         try:

@@ -27,12 +27,14 @@ DEMO_SIZE = 128
 PER_CATEGORY = 2
 
 
-def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY):
-    """[(category, index, lq, gt)]: `per_category` unseen pairs of every phantom category, reproducible."""
+def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol=None):
+    """[(category, index, lq, gt)]: `per_category` unseen pairs of every phantom category, reproducible,
+    from `protocol` (default: the shipped model's, `pretrained.PROTOCOL`)."""
+    protocol = protocol or pretrained.PROTOCOL
     pairs = []
     for c, category in enumerate(sorted(CATEGORIES)):
         rng = np.random.default_rng(np.random.SeedSequence([DEMO_ENTROPY, c]))
-        config = replace(pretrained.PROTOCOL.pairs, categories=(category,))
+        config = replace(protocol.pairs, categories=(category,))
         lq, gt = make_pairs(rng, config, size, per_category)
         pairs += [(category, i, lq[i], gt[i]) for i in range(per_category)]
     return pairs
@@ -47,7 +49,7 @@ def _cell(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if np.isfinite(value) else "–"
 
 
-def _metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
+def metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
     """Markdown of per-image scores, per-category quantities and the mean gain over the input, and the
     mean scores themselves (plus the quantities of the output, per category: "<quantity>_<category>")."""
     lines = [
@@ -100,12 +102,31 @@ def _pooled_linearity(group: list[dict]) -> dict[str, float]:
             "linearity_r2": 1.0 - float((residual**2).sum() / ((restored - restored.mean()) ** 2).sum())}
 
 
+def score_pairs(restoration, pairs) -> tuple[list[dict], list[tuple]]:
+    """Restore every (category, index, lq, gt) of `pairs`; per-image score rows (for `metrics_table`) and
+    the figure rows (name, input, output, target) of the first PER_CATEGORY pairs of each category."""
+    from .eval.metrics import scores
+    from .eval.quantitative import dot_means, quantities
+
+    rows, figure_rows = [], []
+    for category, index, lq, gt in pairs:
+        name = f"{category}-{index}"
+        output = restoration(lq, name=name)
+        s_in, s_out = scores(lq, gt), scores(output, gt)
+        true, restored = dot_means(output, gt) if category == "sensitivity" else (np.zeros(0), np.zeros(0))
+        rows.append({"name": name, "category": category, **{f"{k}_in": float(v) for k, v in s_in.items()},
+                     **{f"{k}_out": float(v) for k, v in s_out.items()},
+                     **{f"{k}_out": v for k, v in quantities(output, gt).items() if k in QUANTITIES},
+                     "dots_true": true, "dots_out": restored})
+        if index < PER_CATEGORY:  # the figure stays readable: at most 2 rows a category
+            figure_rows.append((name, lq, output, gt))
+    return rows, figure_rows
+
+
 def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: bool = False,
              per_category: int = PER_CATEGORY) -> dict:
     """Write OUT/demo.png and OUT/metrics.md; return the mean scores."""
     from .eval.figures import save_rows
-    from .eval.metrics import scores
-    from .eval.quantitative import dot_means, quantities
     from .fileutil import write_text_atomic
     from .infer import Restoration
     from .models import load_model
@@ -118,20 +139,9 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     model_path = Path(model_path) if model_path is not None else pretrained.model_path()
     restoration = Restoration(load_model(model_path))  # the path calibrate writes and evaluate scores
 
-    rows, figure_rows = [], []
-    for category, index, lq, gt in demo_pairs(per_category=per_category):
-        name = f"{category}-{index}"
-        output = restoration(lq, name=name)
-        s_in, s_out = scores(lq, gt), scores(output, gt)
-        true, restored = dot_means(output, gt) if category == "sensitivity" else (np.zeros(0), np.zeros(0))
-        rows.append({"name": name, "category": category, **{f"{k}_in": float(v) for k, v in s_in.items()},
-                     **{f"{k}_out": float(v) for k, v in s_out.items()},
-                     **{f"{k}_out": v for k, v in quantities(output, gt).items() if k in QUANTITIES},
-                     "dots_true": true, "dots_out": restored})
-        if index < PER_CATEGORY:  # the figure stays readable: at most 2 rows a category
-            figure_rows.append((name, lq, output, gt))
+    rows, figure_rows = score_pairs(restoration, demo_pairs(per_category=per_category))
 
-    table, mean = _metrics_table(rows)
+    table, mean = metrics_table(rows)
     header = (
         f"# mpimamba demo\n\nModel: `{model_path}`. {len(rows)} simulated pairs ({DEMO_SIZE}×{DEMO_SIZE}, "
         f"{per_category} per phantom category, seeds never used in training), scored against the phantom "

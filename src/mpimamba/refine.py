@@ -144,3 +144,15 @@ def refine(x0, y, geometry: ScanGeometry, iterations: int = 100, stay: float = 0
         rms = _rms(ax, y_t, s, b)
         done += 1
     return Refinement(x.numpy(), done, before, rms, sigma, s, b)
+
+
+class RefinedRestoration:
+    """A restoration followed by `refine` against its own input: what `calibrate --physics` runs per image."""
+
+    def __init__(self, restoration, geometry: ScanGeometry, iterations: int = 100):
+        if iterations < 1:
+            raise ValueError(f"--physics-iterations must be at least 1, got {iterations}")
+        self.restoration, self.geometry, self.iterations = restoration, geometry, iterations
+
+    def __call__(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        return refine(self.restoration(image, name=name), image, self.geometry, self.iterations).image

@@ -60,6 +60,26 @@ class Protocol:
         return dataclasses.replace(self, name=f"{self.name} (changed: {', '.join(changed)})",
                                    pairs=dataclasses.replace(self.pairs, **changes), **own)
 
+    def describe(self) -> str:
+        """One sentence a person reads: the protocol's pairs in words and units."""
+        c = self.pairs
+
+        def span(value, unit: str = "") -> str:
+            text = f"{value:g}" if np.isscalar(value) else f"{value[0]:g}–{value[1]:g}"
+            return f"{text} {unit}" if unit else text
+
+        scan = {"x": "x scans", "z": "z scans", "random": "x and z scans"}[c.scan]
+        noise = "noise-free" if c.snr_db is None else f"SNR {span(c.snr_db, 'dB')}"
+        cats = ", ".join(c.categories) if c.categories else "every phantom category"
+        canvas = f"{self.canvas}-px canvases cropped to patches" if self.canvas else "simulated at the patch size"
+        model = {"psf": "PSF model", "xspace": "time-domain x-space raster"}[c.model]
+        text = (f"{model}, {scan}, {span(c.gradient, 'T/m')}, {span(c.spacing_mm, 'mm')} pixels, {noise}, "
+                f"concentration {span(c.concentration)}, background {span(c.background)} of the peak, {cats}, "
+                f"target = {c.target}, {canvas}")
+        if self.xspace_fraction:
+            text += f", {100 * self.xspace_fraction:g} % of the pairs from the x-space model"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         pairs = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.pairs).items()}
         return {"name": self.name, "canvas": self.canvas, "xspace_fraction": self.xspace_fraction, "pairs": pairs}
