@@ -148,3 +148,34 @@ def test_prior_diagnostic_scores_generated_oracle_and_zero_priors(monkeypatch, t
         for metric, values in scores(output, gt).items():
             assert result[kind][metric] == pytest.approx(float(values.mean()), rel=1e-6), (kind, metric)
     assert result["oracle"]["psnr"] != result["zero"]["psnr"]  # the rows are different outputs
+
+
+def test_learning_curves_write_one_file_per_run_and_continue(monkeypatch, tmp_path):
+    """Each (method, seed, budget) leaves a results file; a rerun trains nothing; the assembled table
+    holds every budget with the seed spread, the classical row beside the networks."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import learning_curves
+
+    args = ["--methods", "nafnet", "wiener", "--budgets", "2", "4", "--seeds", "1", "2", "--preset", "tiny",
+            "--batch", "2", "--patch", "16", "--test-count", "2", "--test-size", "16", "--device", "cpu",
+            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    learning_curves.main(args)
+    results = tmp_path / "results"
+    files = sorted(p.relative_to(results).as_posix() for p in results.glob("*/*.json"))
+    assert files == ["nafnet/seed1-steps2.json", "nafnet/seed1-steps4.json", "nafnet/seed2-steps2.json",
+                     "nafnet/seed2-steps4.json", "wiener/seed1-steps0.json", "wiener/seed2-steps0.json"]
+    assert (results / "nafnet" / "seed1-steps4.npz").is_file() and not (results / "nafnet" / "seed2-steps4.npz").exists()
+    record = __import__("json").loads((results / "nafnet" / "seed1-steps4.json").read_text())
+    assert record["train_cpu_seconds"] > 0 and np.isfinite(record["scores"]["psnr"])
+    stamps = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")}
+    models = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.safetensors")}
+    learning_curves.main(args)  # nothing to do: no training, no results file rewritten
+    assert {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.safetensors")} == models
+    table = (results / "curves.md").read_text()
+    assert "| nafnet | 2 | 2 |" in table and "| nafnet | 4 | 2 |" in table and "| wiener | — | 2 |" in table
+    assert "4 steps per phase" in (results / "table1-curves.md").read_text()
+    assert (results / "curves.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="other settings"):  # same files, another batch: refused
+        learning_curves.main([*args[:-4], "--runs", str(tmp_path / "runs2"), "--results", str(results)]
+                             + ["--batch", "3"])

@@ -1,0 +1,249 @@
+"""Learning curves for Table 1: every method × seed trained at log-spaced budgets, scored on the Table 1 test
+set, one small results file per (method, seed, budget), so the command stops and continues at will.
+
+    python experiments/learning_curves.py                          # everything not yet measured
+    python experiments/learning_curves.py --methods nafnet --budgets 100 200 --seeds 101
+    python experiments/learning_curves.py --assemble-only          # tables and figure from the files
+
+Each (method, seed, budget) is its own training run (`budget` steps in each phase; the constant-then-
+cosine schedule is stretched over the budget, as the paper's is over 100k steps, so a snapshot of a
+longer run would not be the same experiment) in runs/experiments/curves/METHOD/seedS-stepsB (resumable,
+never committed). When a run is scored its results file is written and committed by the user:
+
+    experiments/results/curves/METHOD/seedS-stepsB.json    scores (PSNR, SSIM, nRMSE, the quantities and
+                                                           the resolution columns of `mpimamba evaluate`),
+                                                           training wall and CPU seconds, provenance
+    experiments/results/curves/METHOD/seedS-stepsB.npz     outputs of the first 4 test images (float16),
+                                                           first seed only (for Figure 6)
+
+A file that exists is never recomputed (a file made with other settings is refused: pick another
+--results or delete it). The training-free methods (`wiener`, `richardson_lucy`) are fitted once per
+seed on the validation pairs and appear as horizontal lines. `--assemble-only` (also run at the end of
+every invocation) reads every results file and writes curves.md / curves.csv (mean ± std over seeds per
+method and budget), table1-curves.md (the largest budget every network reached) and curves.png (PSNR and
+SSIM against steps and against training CPU-seconds, the seed spread shaded).
+
+Data: the Table 1 setting (`common.AUTHORS`, training stream and test set alike), preset small, batch 4,
+lr 5e-4, patch 64, 30 test images of 64×64 (the same test set as experiments/table1.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import common
+from mpimamba.data.paired import PairedFolder
+from mpimamba.eval.evaluate import INPUT, PER_IMAGE, evaluate, format_score
+from mpimamba.eval.resolution import COLUMNS as RESOLUTION
+from mpimamba.fileutil import atomic_path, write_text_atomic
+from mpimamba.infer import Restoration
+from mpimamba.models import METHODS, load_model
+from mpimamba.train.config import TrainConfig
+
+TRAINING_FREE = ("wiener", "richardson_lucy")
+NETWORKS = tuple(m for m in METHODS if m not in TRAINING_FREE)
+BUDGETS = (100, 200, 500, 1000, 2000)
+SCORES = (*PER_IMAGE, *RESOLUTION)
+RESULTS = common.RESULTS / "curves"
+SETTINGS = {"preset": "small", "batch": 4, "lr": 5e-4, "patch": 64, "test_count": 30, "test_size": 64}
+
+
+def _stem(seed: int, steps: int) -> str:
+    return f"seed{seed}-steps{steps}"
+
+
+def _settings(method: str, seed: int, steps: int, args) -> TrainConfig:
+    return TrainConfig(method=method, preset=args.preset, protocol=common.AUTHORS, steps=max(steps, 1),
+                       batch=args.batch, lr=args.lr, patch=args.patch, seed=seed, label=method,
+                       ckpt_every=max(1, min(50, steps)), val_every=max(steps, 1), val_images=2,
+                       device=args.device, out=str(args.runs / method / _stem(seed, steps)))
+
+
+def _fixed(args) -> dict:
+    return {k: getattr(args, k) for k in SETTINGS}
+
+
+def measure(method: str, seed: int, steps: int, args, test_root: Path) -> Path:
+    """Train (or fit) one (method, seed, budget), score it on the test set, write its results file."""
+    path = args.results / method / f"{_stem(seed, steps)}.json"
+    cfg = _settings(method, seed, steps, args)
+    record = {"method": method, "seed": seed, "steps": steps, "settings": _fixed(args),
+              "protocol": common.AUTHORS.to_dict()}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if {k: stored.get(k) for k in record} != json.loads(json.dumps(record)):
+            raise ValueError(f"{path} was measured with other settings; pick another --results or delete it")
+        return path
+    run_dir = Path(cfg.out)
+    whole = not (run_dir / "checkpoint.pt").is_file() and not (run_dir / "model.safetensors").is_file()
+    cpu, wall = time.process_time(), time.perf_counter()
+    run = common.run_training(cfg)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    table = evaluate([run], test_root, "test", args.runs / method / f"{_stem(seed, steps)}-report",
+                     device=args.device, overwrite=True, figures=False)
+    row = next(r for r in table if r["method"] != INPUT)
+    record.update({
+        "scores": {c: row.get(f"{c}_mean", row.get(c)) for c in SCORES},
+        "input_scores": {c: next(r for r in table if r["method"] == INPUT).get(f"{c}_mean") for c in PER_IMAGE},
+        # CPU time of this process (torch's and numba's threads included); unknown for a run trained in
+        # several invocations or before this one
+        "train_wall_seconds": round(wall, 1) if whole else None,
+        "train_cpu_seconds": round(cpu, 1) if whole else None,
+        "git": common.git_revision(), "command": " ".join(["python", "experiments/learning_curves.py", *sys.argv[1:]]),
+    })
+    if seed == args.seeds[0]:  # Figure 6 material: the first test images restored by this model
+        dataset = PairedFolder(test_root, "test")
+        restoration = Restoration(load_model(run), device=args.device)
+        shown = min(common.FIGURE_IMAGES, len(dataset))
+        outputs = np.stack([restoration(dataset.read_pair(i)[0]) for i in range(shown)])
+        with atomic_path(path.with_suffix(".npz")) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, outputs=outputs.astype(np.float16), names=np.array(dataset.names[:shown]))
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    print(f"{method} seed {seed} budget {steps}: PSNR {record['scores']['psnr']:.2f} dB -> {path}")
+    return path
+
+
+def load_results(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*/seed*-steps*.json"))]
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Mean ± sample std over seeds per (method, budget)."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r["steps"])].append(r)
+    rows = []
+    for (method, steps), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        cpu = [g["train_cpu_seconds"] for g in group if g["train_cpu_seconds"] is not None]
+        row = {"method": method, "steps": steps, "seeds": len(group),
+               "cpu_seconds": float(np.mean(cpu)) if cpu else float("nan")}
+        for c in SCORES:
+            values = np.array([g["scores"][c] for g in group], np.float64)
+            row[f"{c}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            row[f"{c}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 and np.isfinite(values).all() else ""
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict], columns=("psnr", "ssim", "nrmse", "mass_ratio", "interior_fill", "fwhm_z_mm")) -> list[str]:
+    lines = ["| method | steps/phase | seeds | " + " | ".join(columns) + " | train CPU-s |",
+             "|" + "---|" * (len(columns) + 4)]
+    for r in rows:
+        cells = " | ".join(format_score(c, r[f"{c}_mean"], r[f"{c}_std"]) for c in columns)
+        cpu = f"{r['cpu_seconds']:.0f}" if np.isfinite(r["cpu_seconds"]) else "–"
+        lines.append(f"| {r['method']} | {r['steps'] or '—'} | {r['seeds']} | {cells} | {cpu} |")
+    return lines
+
+
+def largest_common_budget(rows: list[dict]) -> int | None:
+    """The largest budget that every network with any result reached (with at least one seed)."""
+    reached: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if r["method"] in NETWORKS:
+            reached[r["method"]].add(r["steps"])
+    common_budgets = set.intersection(*reached.values()) if reached else set()
+    return max(common_budgets) if common_budgets else None
+
+
+def figure(rows: list[dict], path: Path) -> Path:
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2)
+    for ax_row, metric in zip(axes, ("psnr", "ssim")):
+        for ax, x_key in zip(ax_row, ("steps", "cpu_seconds")):
+            for method in sorted({r["method"] for r in rows}):
+                mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["steps"])
+                mean = np.array([r[f"{metric}_mean"] for r in mine])
+                std = np.array([r[f"{metric}_std"] if r[f"{metric}_std"] != "" else 0.0 for r in mine])
+                if method in TRAINING_FREE:
+                    ax.axhline(mean[0], ls="--", lw=1, color="0.4")
+                    ax.annotate(method, (0.01, mean[0]), xycoords=("axes fraction", "data"), fontsize=7, color="0.3")
+                    continue
+                x = np.array([r[x_key] for r in mine], np.float64)
+                (line,) = ax.plot(x, mean, marker="o", ms=3, lw=1.2, label=method)
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            ax.set_xscale("log")
+            ax.set_xlabel("steps per phase" if x_key == "steps" else "training CPU-seconds")
+            ax.set_ylabel(metric.upper())
+            ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Table 1 learning curves (mean ± std over seeds; dashed: training-free deconvolution)")
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def assemble(results: Path, settings: dict) -> None:
+    records = [r for r in load_results(results) if r["settings"] == settings]
+    if not records:
+        print(f"no results files under {results} yet")
+        return
+    rows = summarise(records)
+    largest = largest_common_budget(rows)
+    lines = ["# Table 1 learning curves", "",
+             "Generated by `python experiments/learning_curves.py --assemble-only` from the results files "
+             f"beside it ({len(records)} files). Setting: {common.describe(common.AUTHORS)}; preset "
+             f"{settings['preset']}, batch {settings['batch']}, lr {settings['lr']}, patch {settings['patch']}; test "
+             f"set {settings['test_count']} images of {settings['test_size']}×{settings['test_size']} (seed "
+             f"{common.TEST_SEED}). "
+             "± = sample std over seeds; steps/phase — = training-free.", "", *_table(rows), ""]
+    write_text_atomic(results / "curves.md", "\n".join(lines))
+    columns = ["method", "steps", "seeds", "cpu_seconds", *(f"{c}_{s}" for c in SCORES for s in ("mean", "std"))]
+    write_text_atomic(results / "curves.csv", ",".join(columns) + "\n" + "".join(
+        ",".join(str(r[c]) for c in columns) + "\n" for r in rows))
+    if largest is not None:
+        at = [r for r in rows if r["steps"] == largest or r["method"] in TRAINING_FREE]
+        best = max((r for r in at if r["method"] in NETWORKS), key=lambda r: r["psnr_mean"])
+        classical = [r for r in at if r["method"] in TRAINING_FREE]
+        beaten = [r["method"] for r in at if r["method"] in NETWORKS and classical and any(
+            r["psnr_mean"] <= c["psnr_mean"] or r["ssim_mean"] <= c["ssim_mean"] for c in classical)]
+        table1 = ["# Table 1 at the largest budget every network reached", "",
+                  f"{largest} steps per phase (from `curves.md`). Best network on PSNR: {best['method']}.",
+                  ("Networks that do not beat both classical rows on PSNR and SSIM: " + ", ".join(beaten) + "."
+                   if beaten else "Every network beats both classical rows on PSNR and SSIM." if classical
+                   else "No classical rows measured yet."), "", *_table(at), ""]
+        write_text_atomic(results / "table1-curves.md", "\n".join(table1))
+    figure(rows, results / "curves.png")
+    print(f"wrote {results}/curves.md, curves.csv, curves.png" + (", table1-curves.md" if largest else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="steps per phase")
+    p.add_argument("--seeds", nargs="+", type=int, default=[101, 102, 103])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=Path, default=common.REPO / "runs" / "experiments" / "curves")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--assemble-only", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    for name, default in SETTINGS.items():  # recorded in every results file; change them for a new study
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default)
+    args = p.parse_args(argv)
+    from mpimamba.threads import configure_threads
+
+    configure_threads(args.threads)
+    if not args.assemble_only:
+        if any(b < 1 for b in args.budgets):
+            p.error("--budgets must be positive step counts")
+        test_root = common.test_set(args.runs, common.AUTHORS, args.test_count, args.test_size)
+        for method in args.methods:  # cheapest budgets first, so a stopped invocation leaves whole curves' starts
+            budgets = [0] if method in TRAINING_FREE else sorted(args.budgets)
+            for steps in budgets:
+                for seed in args.seeds:
+                    measure(method, seed, steps, args, test_root)
+    assemble(args.results, _fixed(args))
+
+
+if __name__ == "__main__":
+    main()
