@@ -237,11 +237,13 @@ def main(argv: list[str] | None = None) -> None:
         if any(b < 1 for b in args.budgets):
             p.error("--budgets must be positive step counts")
         test_root = common.test_set(args.runs, common.AUTHORS, args.test_count, args.test_size)
-        for method in args.methods:  # cheapest budgets first, so a stopped invocation leaves whole curves' starts
-            budgets = [0] if method in TRAINING_FREE else sorted(args.budgets)
-            for steps in budgets:
-                for seed in args.seeds:
-                    measure(method, seed, steps, args, test_root)
+        # the training-free rows first, then every network at the smallest budget, then the next budget...:
+        # a stopped invocation leaves every curve measured up to the same budget
+        plan = [(m, 0) for m in args.methods if m in TRAINING_FREE]
+        plan += [(m, b) for b in sorted(args.budgets) for m in args.methods if m not in TRAINING_FREE]
+        for method, steps in plan:
+            for seed in args.seeds:
+                measure(method, seed, steps, args, test_root)
     assemble(args.results, _fixed(args))
 
 
