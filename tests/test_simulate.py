@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -206,3 +207,18 @@ def test_cli_protocol_flags_and_ranges(tmp_path):
     assert protocol.pairs.gradient == (5.0, 7.0) and protocol.pairs.snr_db is None
     assert protocol.pairs.categories == ("shape", "mouse") and protocol.pairs.scan == "x"
     assert main(["simulate", str(tmp_path / "e"), "--count", "10", "--protocol", "nosuch"]) == 2
+
+
+def test_lissajous_protocol_images_with_the_authors_trajectory():
+    """The authors' protocol: one 2-D Lissajous figure for every pair (no scan axis), blurred along both
+    axes; it needs the time-domain model."""
+    cfg = PairConfig(model="xspace", trajectory="lissajous", categories=("sensitivity",))
+    lq_x, gt = make_pairs(np.random.default_rng(8), dataclasses.replace(cfg, scan="x"), 24, 2)
+    lq_z, _ = make_pairs(np.random.default_rng(8), dataclasses.replace(cfg, scan="z"), 24, 2)
+    np.testing.assert_array_equal(lq_x, lq_z)  # the scan axis plays no part
+    raster_x, _ = make_pairs(np.random.default_rng(8), PairConfig(model="xspace", scan="x", categories=("sensitivity",)), 24, 2)
+    assert not np.allclose(lq_x, raster_x)
+    assert np.corrcoef(lq_x.ravel(), gt.ravel())[0, 1] > 0.5
+    with pytest.raises(ValueError, match="Lissajous trajectory needs the time-domain model"):
+        PairConfig(trajectory="lissajous")
+    assert PROTOCOLS["authors"].pairs.trajectory == "lissajous" and PROTOCOLS["authors"].canvas == 120

@@ -48,12 +48,14 @@ def _add_protocol_options(p) -> None:
     g = p.add_argument_group("simulation protocol (mpimamba.physics.protocols; unset flags keep the protocol's value)")
     g.add_argument("--protocol", default=None, metavar="NAME",
                    help="named protocol: default (broad: x and z scans, 5-12 T/m, 0.2-0.5 mm, SNR 15-45 dB), "
-                        "authors-psf, shipped-v1 (default: default)")
+                        "authors (time-domain Lissajous x-space, 9 T/m), authors-psf, shipped-v1 (default: default)")
     g.add_argument("--scan", choices=["x", "z", "random"], help="drive axis of the input")
     g.add_argument("--target", choices=["phantom", "isotropic"],
                    help="phantom: the concentration map; isotropic: mean of the x and z scans")
     g.add_argument("--forward-model", dest="forward_model", choices=["psf", "xspace"],
-                   help="psf: fast FFT model; xspace: time-domain raster simulator (slow to build, 4*S^4 bytes)")
+                   help="psf: fast FFT model; xspace: time-domain simulator (slow to build, 4*S^4 bytes)")
+    g.add_argument("--trajectory", choices=["raster", "lissajous"],
+                   help="xspace model: Cartesian raster along --scan, or the authors' Lissajous figure")
     g.add_argument("--gradient", type=_number_or_range, metavar="G|LOW:HIGH", help="gradient strength, T/m")
     g.add_argument("--spacing", type=_number_or_range, metavar="MM|LOW:HIGH", help="pixel spacing, mm")
     g.add_argument("--snr", type=_snr, metavar="DB|LOW:HIGH|none", help="input SNR in dB (none: noise-free)")
@@ -71,7 +73,8 @@ def _add_protocol_options(p) -> None:
 
 
 # flag -> Protocol.replace field
-_PROTOCOL_FLAGS = {"scan": "scan", "target": "target", "forward_model": "model", "gradient": "gradient",
+_PROTOCOL_FLAGS = {"scan": "scan", "target": "target", "forward_model": "model", "trajectory": "trajectory",
+                   "gradient": "gradient",
                    "spacing": "spacing_mm", "snr": "snr_db", "background": "background",
                    "concentration": "concentration", "categories": "categories", "font": "font",
                    "canvas": "canvas", "xspace_fraction": "xspace_fraction"}

@@ -11,8 +11,12 @@ Named protocols (`PROTOCOLS`):
 - `default`: what users scan, broadly (DESIGN §2): x and z scans, 5–12 T/m, 0.2–0.5 mm pixels,
   SNR 15–45 dB, concentration 0.3–1, background offsets up to 5 %, every phantom category, simulated on
   128-px canvases.
-- `authors-psf`: the authors' setting with the PSF model (9 T/m, x scan, 0.25 mm, SNR 30–40 dB), simulated
-  at the patch size; the paper-table experiments use it.
+- `authors`: the authors' own simulation (DESIGN §2): the time-domain x-space model with their Lissajous
+  trajectory (25 / 24.75 kHz) over a 120-px field of view of 0.25 mm pixels (±15 mm), 9 T/m (their other
+  setting: `--gradient 6`), SNR 30–40 dB (our choice: the paper gives no number), every phantom category
+  (the authors used binary shapes, characters and digits). Slow to start: the operator is 570 MB.
+- `authors-psf`: the authors' setting with the fast PSF model instead (x scan, 9 T/m, 0.25 mm, SNR
+  30–40 dB), simulated at the patch size; the paper-table experiments use it.
 - `shipped-v1`: the training data of the first shipped model (x and z scans, 6–12 T/m, SNR 25–45 dB,
   simulated at the 64-px patch size).
 """
@@ -68,11 +72,11 @@ class Protocol:
             text = f"{value:g}" if np.isscalar(value) else f"{value[0]:g}–{value[1]:g}"
             return f"{text} {unit}" if unit else text
 
-        scan = {"x": "x scans", "z": "z scans", "random": "x and z scans"}[c.scan]
+        scan = "2-D Lissajous scans" if c.trajectory == "lissajous" else {"x": "x scans", "z": "z scans", "random": "x and z scans"}[c.scan]
         noise = "noise-free" if c.snr_db is None else f"SNR {span(c.snr_db, 'dB')}"
         cats = ", ".join(c.categories) if c.categories else "every phantom category"
         canvas = f"{self.canvas}-px canvases cropped to patches" if self.canvas else "simulated at the patch size"
-        model = {"psf": "PSF model", "xspace": "time-domain x-space raster"}[c.model]
+        model = "PSF model" if c.model == "psf" else f"time-domain x-space model ({c.trajectory} trajectory)"
         text = (f"{model}, {scan}, {span(c.gradient, 'T/m')}, {span(c.spacing_mm, 'mm')} pixels, {noise}, "
                 f"concentration {span(c.concentration)}, background {span(c.background)} of the peak, {cats}, "
                 f"target = {c.target}, {canvas}")
@@ -140,6 +144,12 @@ PROTOCOLS: dict[str, Protocol] = {
                          spacing_mm=(0.2, 0.5), snr_db=(15.0, 45.0), concentration=(0.3, 1.0),
                          background=(0.0, 0.05)),
         canvas=128,
+    ),
+    "authors": Protocol(
+        name="authors",
+        pairs=PairConfig(scan="x", target="phantom", model="xspace", trajectory="lissajous", gradient=9.0,
+                         snr_db=(30.0, 40.0)),
+        canvas=120,
     ),
     "authors-psf": Protocol(
         name="authors-psf",
