@@ -12,8 +12,9 @@ When the three score alike, the backbone does the work and the prior carries lit
 below the others, the prior matters. It does not say whether a better CL-DM would help a fine-tuned
 backbone.
 
-Writes results/<name>.md (default table1-prior-diagnostic.md; kept unless --overwrite); outputs are scored
-unclamped, as in Table 1.
+Writes results/<name>.md (default table1-prior-diagnostic.md; kept unless --overwrite). Every variant is
+restored through `mpimamba.infer.Restoration` (max normalisation, tiling, the clamp at zero), as Table 1
+and `calibrate` restore, and scored like Table 1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import common
@@ -29,7 +31,8 @@ from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.evaluate import METRICS, format_score
 from mpimamba.eval.metrics import scores
 from mpimamba.fileutil import write_text_atomic
-from mpimamba.models.base import pad_to_multiple
+from mpimamba.infer import Restoration
+from mpimamba.models.base import Restorer, pad_to_multiple
 from mpimamba.models.checkpoint import load_model
 
 PRIORS = ("generated", "oracle", "zero")
@@ -41,19 +44,43 @@ def shown(path: Path) -> Path:
     return full.relative_to(common.REPO) if full.is_relative_to(common.REPO) else full
 
 
+class ChosenPrior(Restorer):
+    """An MPI-Mamba whose backbone gets the prior chosen here instead of the CL-DM's: "oracle" = the phase-1
+    LFE of (target, input), which needs `self.target` set to the image's target before each call; "zero"
+    = all-zero tokens. The Restoration around it pads, tiles and normalises as for the real network."""
+
+    def __init__(self, model, kind: str):
+        super().__init__()
+        self.model, self.kind, self.size_multiple = model, kind, model.size_multiple
+        self.target: torch.Tensor | None = None  # (1, 1, H, W), the image being restored's target
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "zero":
+            cfg = self.model.config  # the prior is group² tokens of width 4·embed_dim
+            return self.model.backbone(x, x.new_zeros(x.shape[0], cfg.group**2, 4 * cfg.embed_dim))
+        gt, _ = pad_to_multiple(self.target.to(x), self.model.size_multiple)
+        if gt.shape != x.shape:
+            raise ValueError("the oracle prior needs whole images (no tiling): the target must match the input")
+        return self.model.phase1(x, gt)[0]
+
+
 @torch.no_grad()
-def score_priors(run: Path, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, dict[str, float]]:
-    """prior kind -> metric -> mean over the test images; lq, gt: (B, 1, H, W)."""
+def score_priors(run: Path, dataset: PairedFolder) -> dict[str, dict[str, float]]:
+    """prior kind -> metric -> mean over the test images."""
     model = load_model(run).eval()
     if not model.config.use_prior:
         raise ValueError(f"{run} is an MPI-Mamba without the latent prior: nothing to diagnose")
-    generated, _, oracle_z = model.phase2(lq, gt)  # phase2 pads and crops by itself
-    lq_padded, (h, w) = pad_to_multiple(lq, model.size_multiple)  # the backbone needs sides divisible by 8
-    outputs = {"generated": generated,
-               "oracle": model.backbone(lq_padded, oracle_z)[..., :h, :w],
-               "zero": model.backbone(lq_padded, torch.zeros_like(oracle_z))[..., :h, :w]}
-    # scores() gives (B,) per metric; the row is their mean
-    return {kind: {m: float(v.mean()) for m, v in scores(outputs[kind], gt).items()} for kind in PRIORS}
+    variants = {"generated": model, "oracle": ChosenPrior(model, "oracle"), "zero": ChosenPrior(model, "zero")}
+    restorations = {kind: Restoration(net) for kind, net in variants.items()}
+    per_image: dict[str, list[dict]] = {kind: [] for kind in PRIORS}
+    for i in range(len(dataset)):
+        lq, gt = dataset.read_pair(i)
+        peak = float(lq.max()) if lq.max() > 0 else 1.0
+        # the oracle sees the target on the scale the network sees the input (Restoration divides by the peak)
+        variants["oracle"].target = torch.from_numpy(gt / peak)[None, None]
+        for kind in PRIORS:
+            per_image[kind].append(scores(restorations[kind](lq), gt))
+    return {kind: {m: float(np.mean([s[m] for s in rows])) for m in METRICS} for kind, rows in per_image.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no runs given and none under {table1 / 'mpi_mamba'}: run experiments/table1.py first")
 
     dataset = PairedFolder(args.test, "test")
-    lq, gt = (torch.stack(images) for images in zip(*(dataset[i] for i in range(len(dataset)))))  # (B, 1, H, W) each
 
     command = " ".join(["python experiments/prior_diagnostic.py", *argv])
     lines = ["# MPI-Mamba: generated vs oracle vs zero prior", "", f"- **command**: `{command}`",
@@ -81,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
              f"- **test set**: {shown(args.test)} ({len(dataset)} images)", "",
              "| run | prior | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ |", "|---|---|---|---|---|"]
     for run in runs:
-        for kind, values in score_priors(run, lq, gt).items():
+        for kind, values in score_priors(run, dataset).items():
             lines.append(f"| {shown(run)} | {kind} | " + " | ".join(format_score(m, values[m]) for m in METRICS) + " |")
     lines += ["", __doc__.split("\n\n")[2].strip(), ""]  # the docstring's paragraph explaining the rows
     path = args.results / f"{args.name}.md"
