@@ -18,7 +18,7 @@ import numpy as np
 
 from . import pretrained
 from .physics.pairs import make_pairs
-from .eval.quantitative import QUANTITIES
+from .eval.quantitative import QUANTITIES, fit_line
 from .physics.phantoms import CATEGORIES
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
@@ -92,14 +92,7 @@ def metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
 
 def _pooled_linearity(group: list[dict]) -> dict[str, float]:
     """Slope and R² of restored against true dot means over every dot of the group's images."""
-    true = np.concatenate([r["dots_true"] for r in group])
-    restored = np.concatenate([r["dots_out"] for r in group])
-    if len(true) < 3 or np.ptp(true) == 0:
-        return {"linearity_slope": float("nan"), "linearity_r2": float("nan")}
-    slope, intercept = np.polyfit(true, restored, 1)
-    residual = restored - (slope * true + intercept)
-    return {"linearity_slope": float(slope),
-            "linearity_r2": 1.0 - float((residual**2).sum() / ((restored - restored.mean()) ** 2).sum())}
+    return fit_line(np.concatenate([r["dots_true"] for r in group]), np.concatenate([r["dots_out"] for r in group]))
 
 
 def score_pairs(restoration, pairs) -> tuple[list[dict], list[tuple]]:

@@ -82,7 +82,11 @@ def dot_means(out, gt, erode: int = DOT_ERODE) -> tuple[np.ndarray, np.ndarray]:
 
 def linearity(out, gt) -> dict[str, float]:
     """{"linearity_slope", "linearity_intercept", "linearity_r2"} of the dots of a sensitivity phantom."""
-    true, restored = dot_means(out, gt)
+    return fit_line(*dot_means(out, gt))
+
+
+def fit_line(true: np.ndarray, restored: np.ndarray) -> dict[str, float]:
+    """The least-squares line restored ≈ slope·true + intercept and its R² (NaN for fewer than 3 dots)."""
     nan = {"linearity_slope": float("nan"), "linearity_intercept": float("nan"), "linearity_r2": float("nan")}
     if len(true) < 3 or np.ptp(true) == 0:
         return nan
