@@ -318,15 +318,14 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
                      "checkpoint": checkpoint, **{m: float(s[m]) for m in METRICS},
                      **quantities(result, gt, sensitivity=category == "sensitivity")})
 
-    for i, name in enumerate(dataset.names):  # the reference line: the input scored against the target
-        lq, gt = dataset.read_pair(i)
-        record(INPUT, INPUT, "", name, lq, gt)
+    # every model is loaded once and every pair read once: each image goes through all models in turn
+    restorations = [Restoration(load_model(c.path, map_location=device), normalise=normalise, tile=tile,
+                                overlap=overlap, device=device) for c in checkpoints]
     bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
-    for ckpt in checkpoints:
-        restoration = Restoration(load_model(ckpt.path, map_location=device), normalise=normalise, tile=tile,
-                                  overlap=overlap, device=device)
-        for i, name in enumerate(dataset.names):
-            lq, gt = dataset.read_pair(i)
+    for i, name in enumerate(dataset.names):
+        lq, gt = dataset.read_pair(i)
+        record(INPUT, INPUT, "", name, lq, gt)  # the reference line: the input scored against the target
+        for ckpt, restoration in zip(checkpoints, restorations):
             restored = restoration(lq, name=f"{data_root}/{split}/lq/{name}")
             record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt)
             if figures:
@@ -335,18 +334,20 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
                 if i < GRID_IMAGES and first_of_label[ckpt.label] == ckpt.name:
                     grid.setdefault(name, (lq, {}, gt))[1][ckpt.label] = restored
             bar.update()
-        if chart is not None:
-            outputs = np.stack([restoration(image, name=f"resolution chart {n}")
-                                for n, image in zip(chart.names, chart.inputs)])
-            resolved[ckpt.name] = {"label": ckpt.label, **resolution.measure(outputs, chart)}
-            if figures:
-                dot = chart.names.index("dot")
-                save_profiles(out / "figures" / "profiles" / f"{ckpt.name}.png",
-                              {"input": chart.inputs[dot], "output": outputs[dot], "target": chart.targets[dot]},
-                              chart.setting.spacing_mm, title=f"{ckpt.name}: point source, {chart.setting.scan} scan",
-                              overwrite=overwrite)
-        del restoration
     bar.close()
+    for ckpt, restoration in zip(checkpoints, restorations):
+        if chart is None:
+            break
+        outputs = np.stack([restoration(image, name=f"resolution chart {n}")
+                            for n, image in zip(chart.names, chart.inputs)])
+        resolved[ckpt.name] = {"label": ckpt.label, **resolution.measure(outputs, chart)}
+        if figures:
+            dot = chart.names.index("dot")
+            save_profiles(out / "figures" / "profiles" / f"{ckpt.name}.png",
+                          {"input": chart.inputs[dot], "output": outputs[dot], "target": chart.targets[dot]},
+                          chart.setting.spacing_mm, title=f"{ckpt.name}: point source, {chart.setting.scan} scan",
+                          overwrite=overwrite)
+    del restorations
 
     columns = ["image", "category", "model", "label", "checkpoint", *PER_IMAGE]
     write_text_atomic(out / "scores.csv", _csv(rows, columns))
