@@ -67,3 +67,22 @@ def test_shipped_model_path_explains_when_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "MODEL_PATH", tmp_path / "mpi_mamba_small.safetensors")
     with pytest.raises(FileNotFoundError, match="--model"):
         pretrained.model_path()
+
+
+def test_pretrained_install_copies_weights_and_records_training(monkeypatch, tmp_path):
+    """The recipe's install step: weights copied byte for byte, the JSON gains the training record, and the
+    installed model loads as the shipped one."""
+    from mpimamba.models import build, save_model
+
+    run = tmp_path / "run"
+    save_model(build("nafnet", "tiny"), run / "model", extra={"seed": 7})
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "MODEL_PATH", tmp_path / "weights" / "shipped.safetensors")
+    installed = pretrained.install(run, {"recipe": "x", "steps": 3})
+    assert installed.read_bytes() == (run / "model.safetensors").read_bytes()
+    import json
+
+    meta = json.loads(installed.with_suffix(".json").read_text())
+    assert meta["training"] == {"recipe": "x", "steps": 3} and meta["seed"] == 7
+    assert pretrained.load().__class__.__name__ == build("nafnet", "tiny").__class__.__name__
+    assert not list((tmp_path / "weights").glob(".*"))  # no temp files left behind
