@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpimamba.train import TrainConfig, train
+from mpimamba.train import TrainConfig, TrainData, train
 
 
 class _Payload:
@@ -260,3 +260,366 @@ def test_bad_training_data_is_refused_before_the_run_folder_exists(tmp_path):
     assert main(base + ["--out", str(tmp_path / "r1"), "--patch", "32", "--batch", "2"]) == 2  # patch > images
     assert main(base + ["--out", str(tmp_path / "r2"), "--patch", "16", "--batch", "4"]) == 2  # 3 pairs < batch
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+# ---------------------------------------------------------------------------------------------- training stops
+# Ctrl-C, wall-time checkpoints and a diverging loss; the small conv networks of tests/train_helpers.py
+
+def _blob_config(out: Path, **kw) -> TrainConfig:
+    base = dict(method="tinyconv", preset="tiny", steps=12, batch=4, patch=16, lr=2e-3, ckpt_every=4,
+                val_every=4, device="cpu", out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def _log_without_speed(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "log.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "img_per_s"} for row in csv.DictReader(f)]
+
+
+def _stream_that(after: int, action):
+    """A blob stream factory (as `train_helpers.blob_data`'s) that calls `action()` when pair `after` + 1
+    is drawn, counted over the whole run."""
+    import train_helpers as th
+
+    drawn = [0]
+
+    def make(seed):
+        class Stream(th.BlobStream):
+            def __iter__(self):
+                for pair in super().__iter__():
+                    drawn[0] += 1
+                    if drawn[0] == after + 1:
+                        action()
+                    yield pair
+
+        return Stream(seed, 16)
+
+    return make
+
+
+def _ctrl_c():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C, handled in this (main) thread
+
+
+def test_ctrl_c_saves_the_step_mid_segment_and_resumes_to_identical_weights(tmp_path, monkeypatch):
+    import train_helpers as th
+
+    from mpimamba.train.loop import TrainingInterrupted
+
+    th.register(monkeypatch)
+    data = th.blob_data()
+    whole = train(_blob_config(tmp_path / "whole"), data=data)
+    cfg = _blob_config(tmp_path / "stopped")
+    # Ctrl-C while step 6's batch (pairs 21-24) is drawn: step 6 is finished, then the run stops there, in the
+    # middle of the second data segment (steps 5-8 with ckpt_every 4)
+    stopping = TrainData(train=_stream_that(4 * 5, _ctrl_c), val=data.val)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(cfg, data=stopping)
+    assert (stopped.value.phase, stopped.value.step) == ("main", 6)
+    assert stopped.value.checkpoint == Path(cfg.out) / "checkpoint.pt"
+    assert torch.load(stopped.value.checkpoint, weights_only=True)["step"] == 6
+    assert [int(r["step"]) for r in _log_without_speed(Path(cfg.out))][-1] == 6
+    # the handlers are the caller's again: a signal now interrupts as it always does
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a resume may change the wall-time interval: it changes when checkpoints are written, not the weights
+    resumed = train(_blob_config(tmp_path / "stopped", ckpt_minutes=5.0), resume=True, data=data)
+    assert th.state_digest(resumed) == th.state_digest(whole)  # bit for bit
+    assert _log_without_speed(Path(cfg.out)) == _log_without_speed(tmp_path / "whole")
+
+
+def test_ctrl_c_twice_stops_at_once_keeping_the_last_checkpoint(tmp_path, monkeypatch):
+    import train_helpers as th
+
+    from mpimamba.train.loop import TrainingInterrupted
+
+    th.register(monkeypatch)
+    data = th.blob_data()
+    cfg = _blob_config(tmp_path / "run")
+
+    def twice():
+        _ctrl_c()
+        _ctrl_c()
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(cfg, data=TrainData(train=_stream_that(4 * 5, twice), val=data.val))
+    assert not isinstance(stopped.value, TrainingInterrupted)  # not at a step's end: no checkpoint of it
+    assert torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_ctrl_c_before_the_first_step_resumes_from_the_start(tmp_path, monkeypatch):
+    import train_helpers as th
+
+    from mpimamba.train import loop
+
+    th.register(monkeypatch)
+    data = th.blob_data()
+    whole = train(_blob_config(tmp_path / "whole", steps=4), data=data)
+    real, calls = loop.validate, []
+
+    def validate_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            _ctrl_c()  # during the untrained baseline
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", validate_then_ctrl_c)
+    cfg = _blob_config(tmp_path / "run", steps=4)
+    with pytest.raises(loop.TrainingInterrupted) as stopped:
+        train(cfg, data=data)
+    assert stopped.value.step == 0 and stopped.value.checkpoint is None
+    assert not (Path(cfg.out) / "checkpoint.pt").exists()
+    resumed = train(cfg, resume=True, data=data)  # from config.json: the run from its beginning
+    assert th.state_digest(resumed) == th.state_digest(whole)
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        train(_blob_config(tmp_path / "run", steps=4, lr=1e-3), resume=True, data=data)
+
+
+def test_cli_ctrl_c_prints_how_to_resume_and_the_resume_matches(tmp_path, monkeypatch, capsys):
+    import train_helpers as th
+
+    from mpimamba.cli import main
+    from mpimamba.data.paired import PairedFolder
+    from mpimamba.models import load_model
+
+    th.register(monkeypatch)
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(10, 1))
+    common = ["train", "--method", "tinyconv", "--preset", "tiny", "--data", str(folder), "--batch", "2",
+              "--patch", "16", "--steps", "9", "--ckpt-every", "4", "--val-every", "3", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "whole")]) == 0
+    real, items = PairedFolder.__getitem__, [0]
+
+    def getitem(self, index):
+        items[0] += self.augment  # training items only
+        if self.augment and items[0] == 2 * 6 + 1:  # while step 7's batch is read
+            _ctrl_c()
+        return real(self, index)
+
+    monkeypatch.setattr(PairedFolder, "__getitem__", getitem)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(common + ["--out", str(run)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"mpimamba train: interrupted at main step 7, checkpoint saved; continue with: " \
+                      f"mpimamba train --out {run} --resume"
+    assert not any("Traceback" in line for line in err)
+    monkeypatch.setattr(PairedFolder, "__getitem__", real)
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert th.state_digest(load_model(run / "model.safetensors")) == \
+        th.state_digest(load_model(tmp_path / "whole" / "model.safetensors"))
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def _timed_stream(now: list, minutes_per_pair: float, kill_at: int | None = None):
+    """A blob stream factory whose every pair takes `minutes_per_pair` on the clock `now`; it dies when
+    pair `kill_at` is drawn (counted over the whole run)."""
+    import train_helpers as th
+
+    drawn = [0]
+
+    def make(seed):
+        class Stream(th.BlobStream):
+            def __iter__(self):
+                for pair in super().__iter__():
+                    drawn[0] += 1
+                    if drawn[0] == kill_at:
+                        raise _Killed("simulated kill")
+                    now[0] += 60.0 * minutes_per_pair
+                    yield pair
+
+        return Stream(seed, 16)
+
+    return make
+
+
+def test_checkpoints_at_least_every_few_minutes_and_at_each_phase_end(tmp_path, monkeypatch):
+    import train_helpers as th
+
+    from mpimamba.train import loop
+
+    th.register(monkeypatch)
+    now = [0.0]
+    monkeypatch.setattr(loop, "_clock", lambda: now[0])
+    val = th.blob_data().val
+    # ckpt_every 100 > steps: only the clock (10 minutes: every third step at 4 minutes a step) and the
+    # phase's end write checkpoints
+    settings = dict(batch=1, ckpt_every=100, ckpt_minutes=10.0)
+    whole = train(_blob_config(tmp_path / "whole", **settings), data=TrainData(train=_timed_stream(now, 4), val=val))
+    assert torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["step"] == 12  # the phase's end
+
+    now[0] = 0.0
+    cfg = _blob_config(tmp_path / "run", **settings)
+    with pytest.raises(_Killed):  # dies while step 8 reads its batch
+        train(cfg, data=TrainData(train=_timed_stream(now, 4, kill_at=8), val=val))
+    assert torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=True)["step"] == 6  # written at 12 and 24 min
+    resumed = train(_blob_config(tmp_path / "run", **{**settings, "ckpt_minutes": float("inf")}), resume=True,
+                    data=TrainData(train=_timed_stream(now, 4), val=val))
+    assert th.state_digest(resumed) == th.state_digest(whole)  # resumed inside the one data segment
+
+    # a phase's end is checkpointed whatever ckpt_every says: killed in phase 2, phase 1 is kept
+    two = _blob_config(tmp_path / "two", method="twophase", steps=5, ckpt_every=100, ckpt_minutes=float("inf"))
+    with pytest.raises(_Killed):
+        train(two, data=TrainData(train=_timed_stream(now, 0, kill_at=4 * 5 + 1), val=val))
+    state = torch.load(Path(two.out) / "checkpoint.pt", weights_only=True)
+    assert (state["phase"], state["step"]) == ("phase1", 5)
+
+
+def test_a_diverging_loss_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import train_helpers as th
+
+    from mpimamba.cli import main
+
+    th.register(monkeypatch)
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(8, 1))
+    run = tmp_path / "run"
+    # a learning rate so high that the first step throws the weights to ~1e30 and the next loss overflows
+    assert main(["train", "--method", "tinyconv", "--preset", "tiny", "--data", str(folder), "--batch", "2",
+                 "--patch", "16", "--steps", "6", "--ckpt-every", "1", "--lr", "1e30", "--device", "cpu",
+                 "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mpimamba train: error: the loss became") and "Traceback" not in "".join(err)
+    assert "main step 2" in err[-1] and "lower --lr than 1e+30" in err[-1]
+    assert "the last checkpoint (main step 1) is kept" in err[-1]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (run / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------- error style
+def _command_raising(monkeypatch, command: str, error: BaseException):
+    """Make `mpimamba COMMAND` raise `error` from inside its work (as the test of Ctrl-C above does)."""
+    from mpimamba import cli
+
+    def run(args):
+        raise error
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices[command].set_defaults(run=run)
+
+
+def test_debug_shows_the_traceback_and_bugs_always_keep_it(tmp_path, monkeypatch, capsys):
+    from mpimamba.cli import main
+
+    args = ["train", "--out", str(tmp_path / "nothing"), "--resume"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mpimamba train: error: cannot resume")
+    assert main(args + ["--debug"]) == 2  # the same exit code and line, after the traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and err[-1].startswith("mpimamba train: error: cannot resume")
+    _command_raising(monkeypatch, "info", RuntimeError("a bug"))
+    for extra in ([], ["--debug"]):  # not an ordinary fault: it propagates, and Python prints its traceback
+        with pytest.raises(RuntimeError, match="a bug"):
+            main(["info", *extra])
+
+
+def test_permission_denied_is_one_line_naming_the_file_not_its_temp_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import numpy as np
+
+    from mpimamba import fileutil
+    from mpimamba.cli import main
+    from mpimamba.models import build, save_model
+
+    model = save_model(build("nafnet", "tiny"), tmp_path / "m" / "model")
+    np.save(tmp_path / "x.npy", np.ones((16, 16), np.float32))
+    out = tmp_path / "out"
+
+    class NoWrite:  # what mkstemp raises in a folder the user may not write to
+        @staticmethod
+        def mkstemp(prefix="", suffix="", dir=None):
+            raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}k3j9_x2q{suffix}")
+
+    monkeypatch.setattr(fileutil, "tempfile", NoWrite)
+    assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(out), "--model", str(model), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err == (f"mpimamba calibrate: error: cannot access {out / 'x.npy'}: permission denied; check the "
+                   "permissions of the file and its folder, or choose another location")
+
+
+def test_a_full_disk_is_a_failure_in_one_line_that_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import train_helpers as th
+
+    from mpimamba.cli import main
+
+    th.register(monkeypatch)
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(8, 1))
+    run = tmp_path / "run"
+    real = Path.write_bytes
+
+    def full_after_first_checkpoint(self, data):
+        if (run / "checkpoint.pt").exists():
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write reports it: no file named
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_after_first_checkpoint)
+    assert main(["train", "--method", "tinyconv", "--preset", "tiny", "--data", str(folder), "--batch", "2",
+                 "--patch", "16", "--steps", "4", "--ckpt-every", "2", "--device", "cpu", "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"mpimamba train: error: no space left on device writing {run / 'checkpoint.pt'}; the last "
+                       f"checkpoint is kept: free space, then continue with: mpimamba train --out {run} --resume")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not list(run.glob(".checkpoint.*"))  # no temp file left behind
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+
+
+def test_a_missing_optional_package_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import numpy as np
+
+    from mpimamba.cli import main
+    from mpimamba.models import build, save_model
+
+    model = save_model(build("nafnet", "tiny"), tmp_path / "m" / "model")
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 256)
+    np.save(tmp_path / "x.npy", np.ones((16, 16), np.float32))
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # `import pydicom` now fails as if it were not installed
+    common = ["--model", str(model), "--device", "cpu"]
+    assert main(["calibrate", str(tmp_path / "scan.dcm"), "-o", str(tmp_path / "o1"), *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("mpimamba calibrate: error: ") and "scan.dcm" in err
+    assert "pip install 'mpimamba[dicom]'" in err
+    assert main(["calibrate", str(tmp_path / "x.npy"), "-o", str(tmp_path / "x.dcm"), *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"mpimamba calibrate: error: {tmp_path / 'x.dcm'}: DICOM needs the optional package pydicom "
+                   "(pip install 'mpimamba[dicom]')")  # the output named, not the temp file it was written as
+    _command_raising(monkeypatch, "info", ModuleNotFoundError("No module named 'pydicom'", name="pydicom"))
+    assert main(["info"]) == 2  # a bare import of it elsewhere
+    assert capsys.readouterr().err == ("mpimamba info: error: DICOM (.dcm) files need the optional package pydicom, "
+                                       "which is not installed: pip install 'mpimamba[dicom]'\n")
+    _command_raising(monkeypatch, "info", ModuleNotFoundError("No module named 'einops'", name="einops"))
+    with pytest.raises(ModuleNotFoundError):  # a required package missing is a broken install: traceback
+        main(["info"])
+
+
+def test_a_bad_override_is_one_line_and_leaves_an_existing_run_alone(tmp_path, monkeypatch, capsys):
+    import train_helpers as th
+
+    from mpimamba.cli import main
+
+    th.register(monkeypatch)
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(8, 1))
+    run = tmp_path / "run"
+    common = ["train", "--method", "tinyconv", "--preset", "tiny", "--data", str(folder), "--batch", "2",
+              "--patch", "16", "--steps", "2", "--device", "cpu", "--out", str(run)]
+    assert main(common) == 0
+    before = _files(run)
+    assert main(common + ["--overwrite", "--override", "depth=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mpimamba train: error: --override {'depth': 3} does not fit tinyconv")
+    assert _files(run) == before  # --overwrite cleared nothing: the settings failed first

@@ -386,9 +386,117 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scan-backend", choices=SCAN_BACKENDS, default=None,
                        help="selective-scan implementation (default: $MPIMAMBA_SCAN_BACKEND, else auto); "
                             "any backend runs any model")
+    group.add_argument("--debug", action="store_true",
+                       help="show the full traceback of every error, also of those reported in one line")
+
+
+# optional packages a command may need: top-level module -> (what needs it, how to install it)
+OPTIONAL_PACKAGES = {
+    "pydicom": ("DICOM (.dcm) files need", "pip install 'mpimamba[dicom]'"),
+    "mamba_ssm": ("the cuda scan backend needs", "pip install 'mpimamba[cuda]'"),
+    "skimage": ("this command needs", "pip install scikit-image"),
+    "tensorboard": ("TensorBoard logs need", "pip install tensorboard"),
+}
+USER_ERROR, FAILURE, INTERRUPTED = 2, 1, 130  # exit codes
+
+
+# a temp file of `fileutil.atomic_path`: .STEM.XXXXXXXX.tmp.EXT, about to become STEM.EXT
+_TEMP_NAME = r"\.([^/\s]+?)\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?"
+
+
+def _untemp(text: str) -> str:
+    """`text` with each temp file name replaced by the name of the file it was about to become."""
+    import re
+
+    return re.sub(rf"(?<![^/\s'\"(]){_TEMP_NAME}", lambda m: m[1] + (m[2] or ""), text)
+
+
+def _shown_path(name) -> str:
+    return _untemp(os.fsdecode(name))
+
+
+def _os_fault(err: OSError, command: str, args) -> tuple[int, str] | None:
+    import errno
+
+    names = [_shown_path(n) for n in (err.filename2, err.filename) if n is not None]
+    where = names[0] if names else None
+    if isinstance(err, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)):
+        return USER_ERROR, str(err)
+    if isinstance(err, PermissionError) or err.errno == errno.EROFS:
+        reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
+        place = f" {where}" if where else ""
+        return USER_ERROR, (f"cannot access{place}: {reason}; check the permissions of the file and its folder, "
+                            "or choose another location")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        place = f" writing {where}" if where else ""
+        what = "no space left on device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+        if command == "train":
+            then = f"; the last checkpoint is kept: free space, then continue with: {_resume_command(args)}"
+        elif command == "calibrate":
+            then = "; free space, then rerun with --skip-existing to keep what was written"
+        else:
+            then = "; free space and run the command again"
+        return FAILURE, f"{what}{place}{then}"
+    return None  # an unexpected system error: keep the traceback
+
+
+def _import_fault(err: ImportError) -> tuple[int, str] | None:
+    module = err.name or getattr(err.__cause__, "name", None) or ""
+    package = module.split(".")[0]
+    if package not in OPTIONAL_PACKAGES:
+        return None  # a broken installation or a bug: keep the traceback
+    what, install = OPTIONAL_PACKAGES[package]
+    message = str(err)
+    if install not in message:
+        message = f"{what} the optional package {package}, which is not installed: {install}"
+    return USER_ERROR, message
+
+
+def _resume_command(args) -> str:
+    import shlex
+
+    return f"mpimamba train --out {shlex.quote(str(args.out))} --resume"
+
+
+def _interrupt_message(err: KeyboardInterrupt, args) -> str:
+    """Ctrl-C: outputs are written atomically, so what exists is whole; for train, how to continue."""
+    if args.command != "train":
+        return "interrupted"
+    step = ""
+    if getattr(err, "checkpoint", None) is not None:  # train.loop.TrainingInterrupted
+        step = f" at {err.phase} step {err.step}, checkpoint saved"
+    elif (args.out / "checkpoint.pt").is_file():
+        step = ", the last checkpoint kept"
+    elif (args.out / "config.json").is_file():
+        step = " before the first checkpoint (the run starts again from its beginning)"
+    else:
+        return "interrupted before the run began; nothing was written"
+    return f"interrupted{step}; continue with: {_resume_command(args)}"
+
+
+def _fault(err: BaseException, args) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an ordinary fault; None for a bug, which keeps its traceback."""
+    if isinstance(err, KeyboardInterrupt):
+        return INTERRUPTED, _interrupt_message(err, args)
+    if isinstance(err, (CLIError, ValueError)):  # bad option values, unusable files, wrong models
+        return USER_ERROR, str(err)
+    if isinstance(err, OSError):
+        return _os_fault(err, args.command, args)
+    if isinstance(err, ImportError):
+        return _import_fault(err)
+    if isinstance(err, FloatingPointError):
+        from .train.loop import TrainingDiverged  # torch is loaded already: something computed
+
+        if isinstance(err, TrainingDiverged):
+            return FAILURE, str(err)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Ordinary faults (bad options or files, permissions, a full disk, a missing optional
+    package, a diverged training) end in one line `mpimamba CMD: error: ...` and exit 2 (the user's to fix)
+    or 1 (a failure); Ctrl-C exits 130; anything else is a bug and keeps its traceback. --debug prints the
+    traceback of every error."""
     args = build_parser().parse_args(argv)
     try:
         from .models.ssm import use_scan_backend
@@ -399,13 +507,23 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MPIMAMBA_SCAN_BACKEND"] = args.scan_backend
         with use_scan_backend(args.scan_backend):
             args.run(args)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"mpimamba {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so what exists is whole
-        hint = " (continue with --resume)" if args.command == "train" else ""
-        print(f"mpimamba {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    except BaseException as err:  # noqa: B036 - KeyboardInterrupt included; SystemExit passes through below
+        if isinstance(err, SystemExit):
+            raise
+        fault = _fault(err, args)
+        if fault is None:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        code, message = fault
+        message = _untemp(" ".join(str(message).split("\n")))  # one line, naming no temp file
+        if code == INTERRUPTED:
+            print(f"mpimamba {args.command}: {message}", file=sys.stderr)
+        else:
+            print(f"mpimamba {args.command}: error: {message}", file=sys.stderr)
+        return code
     return 0
 
 

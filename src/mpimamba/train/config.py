@@ -17,8 +17,9 @@ from typing import Any
 from ..physics.protocols import PROTOCOLS, Protocol
 
 
-# settings a resumed run may change without changing what it computes (apart from device numerics)
-RUNTIME_FIELDS = ("device", "out")
+# settings a resumed run may change without changing what it computes (apart from device numerics; a
+# checkpoint at another moment resumes to the same weights)
+RUNTIME_FIELDS = ("device", "out", "ckpt_minutes")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.01  # max global gradient norm
     ckpt_every: int = 1000
+    ckpt_minutes: float = 10.0  # also a checkpoint at least this often (wall time); inf = only every ckpt_every
     val_every: int = 1000
     val_images: int = 8
     seed: int = 101
@@ -64,6 +66,8 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
+        if not float(self.ckpt_minutes) > 0:  # inf allowed, NaN not
+            raise ValueError(f"ckpt_minutes must be a positive number of minutes, got {self.ckpt_minutes}")
         if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:
             raise ValueError("lr and grad_clip must be positive and min_lr non-negative")
         if self.patch < 8:  # the smallest side every network accepts after its internal padding is sensible

@@ -6,25 +6,40 @@ order; MPI-Mamba and DiffIR have two), `model.training_loss(lq, gt, phase)` and
 the first half of the phase and then decays it along a cosine towards `min_lr` (the released recipe).
 
 Outputs in the run folder RUN (rank 0 only):
-- `checkpoint.pt` every `ckpt_every` steps and at the end of each phase, written atomically: model,
-  optimiser, scheduler, phase, step and config. `resume=True` continues from it.
+- `checkpoint.pt` every `ckpt_every` steps, at the end of each phase, at least every `ckpt_minutes` of
+  wall time, and when the run is asked to stop (Ctrl-C), always after a completed optimiser step and
+  written atomically: model, optimiser, scheduler, phase, step and config. `resume=True` continues from
+  it. A loss that is not finite stops the run (`TrainingDiverged`) without writing one, so the last
+  checkpoint on disk is the last good state.
 - `log.csv` (+ TensorBoard events when installed; `val_psnr` scores the inference output `model(lq)`,
   see `validate`), `config.json`, and the final model as
   `model.safetensors` + `model.json` (loadable with `mpimamba.models.load_model`).
 
 Exact resume: the batches of a step are a function of (seed, phase, step, rank) (see `train.data`), and
 the global torch RNG (diffusion noise, dropout) is reseeded from the same tuple before every step, so
-a resumed run repeats an uninterrupted one bit for bit on CPU and the checkpoint needs no RNG state.
+a resumed run repeats an uninterrupted one bit for bit on CPU and the checkpoint needs no RNG state. That
+holds for a checkpoint at any step, also one inside a data segment (a wall-time or Ctrl-C checkpoint): the
+stream of simulated pairs then regenerates the segment's earlier batches and drops them.
+
+Stopping: while the phases run, SIGINT (Ctrl-C) and SIGTERM (what torchrun's agent and batch schedulers
+send) do not interrupt a step half-way; the loop finishes the step it is in (with its log row, validation
+and checkpoint when due), writes a checkpoint of that step and raises `TrainingInterrupted`. A second
+Ctrl-C stops at once, keeping the last checkpoint written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gc
+import io
 import json
 import math
+import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +61,90 @@ from .log import RunLog
 
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
+_clock = time.monotonic  # the wall clock of the time-based checkpoints (tests replace it)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run was asked to stop (Ctrl-C, SIGTERM) and stopped after a completed step.
+
+    `phase` and `step`: where it stopped; `checkpoint`: the file holding that state (None when nothing had
+    been trained yet, or on ranks other than 0).
+    """
+
+    def __init__(self, phase: str, step: int, checkpoint: Path | None):
+        self.phase, self.step, self.checkpoint = phase, step, checkpoint
+        saved = f"; checkpoint {checkpoint}" if checkpoint is not None else "; no checkpoint yet"
+        super().__init__(f"stopped at {phase} step {step}{saved}")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss stopped being a finite number; the last checkpoint on disk is kept as it was."""
+
+    def __init__(self, phase: str, step: int, loss: float, lr: float, checkpoint: tuple[str, int] | None):
+        self.phase, self.step, self.loss, self.lr, self.checkpoint = phase, step, loss, lr, checkpoint
+        kept = (f"the last checkpoint ({checkpoint[0]} step {checkpoint[1]}) is kept" if checkpoint is not None
+                else "no checkpoint was written")
+        super().__init__(f"the loss became {loss} at {phase} step {step} (training diverged; {kept}); "
+                         f"start over (--overwrite) with a lower --lr than {lr:g}")
+
+
+class _StopRequests:
+    """While active: SIGINT and SIGTERM ask the loop to stop at its next consistent point (`requested`)
+    instead of interrupting it wherever it is; a second SIGINT raises KeyboardInterrupt at once.
+
+    Only the main thread can own signal handlers; elsewhere this does nothing (and a KeyboardInterrupt
+    then simply propagates, keeping the last checkpoint written).
+    """
+
+    def __init__(self):
+        self.requested: int | None = None  # the signal received
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now
+        self.requested = signum
+        if signum == signal.SIGINT:
+            # os.write, not print: a signal handler may run in the middle of another write to sys.stderr
+            with contextlib.suppress(OSError):
+                os.write(2, b"\nstopping after the current step to save a checkpoint "
+                            b"(Ctrl-C again to stop at once, keeping the last checkpoint)\n")
+
+
+class _Checkpoints:
+    """When rank 0 writes RUN/checkpoint.pt, and which state the file on disk holds (`at`)."""
+
+    def __init__(self, run: Path, cfg: TrainConfig, is_main: bool, at: tuple[int, int] | None):
+        self.run, self.cfg, self.is_main = run, cfg, is_main
+        self.at = at  # (phase index, step) of the checkpoint on disk, None when there is none
+        self._since = _clock()
+
+    def due(self, done: int) -> bool:
+        """After `done` steps of a phase: every ckpt_every steps, at its end, after ckpt_minutes of wall time."""
+        cfg = self.cfg
+        return (done % cfg.ckpt_every == 0 or done == cfg.steps
+                or _clock() - self._since >= cfg.ckpt_minutes * 60)
+
+    def save(self, model: Restorer, opt, sched, phase_index: int, step: int) -> None:
+        if self.at != (phase_index, step):
+            if self.is_main:
+                _save_checkpoint(self.run, model, opt, sched, self.cfg, phase_index, step)
+            self.at = (phase_index, step)
+        self._since = _clock()
+
+    def path(self) -> Path | None:
+        return self.run / "checkpoint.pt" if self.is_main and self.at is not None else None
 
 
 class ConstantThenCosine:
@@ -104,7 +203,8 @@ def _check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
     if run.exists() and not run.is_dir():
         raise FileExistsError(f"run folder {run} is a file")
     if resume:
-        if not (run / "checkpoint.pt").is_file():
+        # a run stopped before its first checkpoint has only its settings: it resumes from its beginning
+        if not (run / "checkpoint.pt").is_file() and not (run / "config.json").is_file():
             raise FileNotFoundError(f"cannot resume: {run / 'checkpoint.pt'} not found")
     elif run.is_dir() and any(run.iterdir()) and not overwrite:
         raise FileExistsError(
@@ -118,8 +218,19 @@ def _clear_run_dir(run: Path) -> None:
     shutil.rmtree(run / "tensorboard", ignore_errors=True)
 
 
-def _load_checkpoint(run: Path, cfg: TrainConfig) -> dict:
+def _load_checkpoint(run: Path, cfg: TrainConfig) -> dict | None:
+    """The run's checkpoint, refused when it holds other settings than `cfg`; None when the run stopped
+    before writing one (then its config.json must hold `cfg`'s settings)."""
     path = run / "checkpoint.pt"
+    if not path.is_file():
+        try:
+            stored = TrainConfig.from_json(run / "config.json")
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"cannot resume {run}: no checkpoint.pt, and config.json is unreadable ({err})") from err
+        changed = stored.differences(cfg)
+        if changed:
+            raise ValueError(f"cannot resume {run} with different settings ({'; '.join(changed)})")
+        return None
     try:
         # weights_only: a run folder may come from someone else, and a full unpickle runs whatever code the
         # file names; tensors, numbers, strings and containers (all a checkpoint holds) load without it
@@ -145,8 +256,18 @@ def _save_checkpoint(run: Path, model: Restorer, opt, sched, cfg: TrainConfig, p
         "step": step,
         "config": cfg.to_dict(),
     }
-    with atomic_path(run / "checkpoint.pt") as tmp:
-        torch.save(state, tmp)
+    # serialised in memory, then written as bytes: a full disk is then an OSError naming the file (torch's
+    # own file writer reports it as "unexpected pos ..."), and the old checkpoint stays (atomic_path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = run / "checkpoint.pt"
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
 
 
 def _phase_parameters(model: Restorer, phase: str, base_flags: list[bool]) -> list[nn.Parameter]:
@@ -200,17 +321,23 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: 
         return _train_locked(cfg, ctx, resume, overwrite, data)
 
 
+def _build_model(cfg: TrainConfig) -> Restorer:
+    try:
+        return build(cfg.method, cfg.preset, **cfg.overrides)
+    except TypeError as err:  # a constructor argument the network does not have, or of the wrong type
+        if not cfg.overrides:
+            raise
+        raise ValueError(f"--override {cfg.overrides} does not fit {cfg.method} ({cfg.preset}): {err}") from err
+
+
 def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: bool,
                   data: TrainData | None) -> Restorer:
     run = Path(cfg.out)
     _check_run_dir(run, resume, overwrite)
     ckpt = _load_checkpoint(run, cfg) if resume else None
-    distributed.barrier(ctx)  # every rank has looked at RUN before rank 0 changes it
-    if ctx.is_main and overwrite:
-        _clear_run_dir(run)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build(cfg.method, cfg.preset, **cfg.overrides).to(ctx.device)
+    model = _build_model(cfg).to(ctx.device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.train()
@@ -220,6 +347,10 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
         data = build_data(data_cfg)
     if not data.val:
         raise ValueError("the validation set is empty")
+    # the settings, the network and the data are usable: only now does anything in RUN change
+    distributed.barrier(ctx)  # every rank has looked at RUN before rank 0 changes it
+    if ctx.is_main and overwrite:
+        _clear_run_dir(run)
     if not model.phases:  # choose the training-free method's setting on the validation pairs
         return _fit_training_free(cfg, ctx, model, data.val, run)
 
@@ -232,12 +363,14 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     distributed.barrier(ctx)
 
     base_flags = [p.requires_grad for p in model.parameters()]
+    checkpoints = _Checkpoints(run, cfg, ctx.is_main, (start_phase, start_step) if ckpt is not None else None)
     try:
-        for pi, phase in enumerate(model.phases):
-            if pi < start_phase or (pi == start_phase and start_step >= cfg.steps):
-                continue  # finished before the checkpoint
-            resume_state = ckpt if (ckpt is not None and pi == start_phase) else None
-            _train_phase(cfg, ctx, model, data, log, pi, base_flags, resume_state)
+        with _StopRequests() as stop:
+            for pi, phase in enumerate(model.phases):
+                if pi < start_phase or (pi == start_phase and start_step >= cfg.steps):
+                    continue  # finished before the checkpoint
+                resume_state = ckpt if (ckpt is not None and pi == start_phase) else None
+                _train_phase(cfg, ctx, model, data, log, pi, base_flags, resume_state, checkpoints, stop)
     finally:
         if log is not None:
             log.close()
@@ -252,7 +385,8 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
 
 
 def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, data: TrainData,
-                 log: RunLog | None, pi: int, base_flags: list[bool], resume_state: dict | None) -> None:
+                 log: RunLog | None, pi: int, base_flags: list[bool], resume_state: dict | None,
+                 checkpoints: _Checkpoints, stop: _StopRequests) -> None:
     phase = model.phases[pi]
     params = _phase_parameters(model, phase, base_flags)
     # several phases = parts of the network sit idle in some phase; DDP must be told to expect that
@@ -267,6 +401,12 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
         start = resume_state["step"]
     val_seed = derive_seed(cfg.seed, pi, 2**32)
 
+    def stop_here(step: int) -> None:
+        """Asked to stop: the model, optimiser, schedule and log hold the state after `step` steps."""
+        if step > 0:  # at step 0 the checkpoint on disk (the previous phase's end, if any) is this state
+            checkpoints.save(model, opt, sched, pi, step)
+        raise TrainingInterrupted(phase, step, checkpoints.path())
+
     if log is not None and start == 0:  # the untrained baseline of the phase
         val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
         log.write(phase, 0, val_loss=val_loss, val_psnr=val_psnr)
@@ -275,35 +415,45 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                      world=ctx.world, workers=cfg.workers, segment=cfg.ckpt_every)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method} {phase}", disable=not ctx.is_main,
                dynamic_ncols=True)
-    tick = time.perf_counter()
-    for step in range(start, cfg.steps):
-        lq, gt = next(stream)  # (B, C, H, W) each
-        lq, gt = lq.to(ctx.device, non_blocking=True), gt.to(ctx.device, non_blocking=True)
-        torch.manual_seed(derive_seed(cfg.seed, pi, step, ctx.rank))
-        lr = opt.param_groups[0]["lr"]
-        loss = net(lq, gt)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"{phase} step {step + 1}: the loss is {loss_value}")
+    try:
+        tick = time.perf_counter()
+        for step in range(start, cfg.steps):
+            if stop.requested is not None:
+                stop_here(step)
+            lq, gt = next(stream)  # (B, C, H, W) each
+            lq, gt = lq.to(ctx.device, non_blocking=True), gt.to(ctx.device, non_blocking=True)
+            torch.manual_seed(derive_seed(cfg.seed, pi, step, ctx.rank))
+            lr = opt.param_groups[0]["lr"]
+            loss = net(lq, gt)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            loss_value = loss.item()
+            done = step + 1
+            if not math.isfinite(loss_value):
+                # checked after the step, as every rank is: the gradients are averaged, so a non-finite loss
+                # on any rank makes every rank's next loss non-finite and all of them stop within one step
+                at = checkpoints.at
+                raise TrainingDiverged(phase, done, loss_value, cfg.lr,
+                                       (model.phases[at[0]], at[1]) if at is not None else None)
 
-        done = step + 1
-        img_per_s = cfg.batch * ctx.world / max(time.perf_counter() - tick, 1e-9)  # data + step, all ranks
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{img_per_s:.1f}", refresh=False)
-        if log is not None:
-            val_loss = val_psnr = None
-            if done % cfg.val_every == 0 or done == cfg.steps:
-                val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
-            log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
-                      val_psnr=val_psnr)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                _save_checkpoint(Path(cfg.out), model, opt, sched, cfg, pi, done)
-        tick = time.perf_counter()  # validation and checkpoints do not count against the speed
-    bar.close()
+            img_per_s = cfg.batch * ctx.world / max(time.perf_counter() - tick, 1e-9)  # data + step, all ranks
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{img_per_s:.1f}", refresh=False)
+            if log is not None:
+                val_loss = val_psnr = None
+                if done % cfg.val_every == 0 or done == cfg.steps:
+                    val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
+                log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
+                          val_psnr=val_psnr)
+                if checkpoints.due(done):
+                    checkpoints.save(model, opt, sched, pi, done)
+            tick = time.perf_counter()  # validation and checkpoints do not count against the speed
+        if stop.requested is not None:
+            stop_here(cfg.steps)  # the phase's end, checkpointed above
+    finally:
+        bar.close()
     del net, opt, sched  # drop DDP's gradient hooks before the next phase wraps the model again
     gc.collect()
