@@ -85,3 +85,26 @@ def test_calibrate_physics_option(tmp_path, capsys):
     assert "--gradient, --spacing" in capsys.readouterr().err
     assert main([*base, "-o", str(tmp_path / "y"), "--gradient", "9"]) == 2
     assert "add --physics" in capsys.readouterr().err
+
+
+def test_consistency_loss_is_zero_for_the_truth_and_grows_for_a_wrong_output():
+    """On whole images (no tracer outside) the phantom explains its noise-free input exactly; a hollow
+    output does not; a NaN geometry (Lissajous pair) contributes nothing; the gradient reaches the output."""
+    from mpimamba.physics.protocols import Protocol
+    from mpimamba.refine import consistency_loss
+
+    protocol = Protocol(pairs=PairConfig(scan="random", gradient=(6.0, 12.0), spacing_mm=(0.2, 0.4),
+                                         categories=("shape",)), canvas=None)
+    lq, gt, geometry = protocol.patches(np.random.default_rng(5), 32, 4, geometry=True)
+    lq, gt, geometry = (torch.from_numpy(a) for a in (lq, gt, geometry))
+    lq, gt = lq[:, None], gt[:, None]
+    truth = consistency_loss(gt, lq, geometry, margin=0)
+    assert float(truth) < 1e-6
+    interior = torch.from_numpy(np.stack([ndimage.binary_erosion(g > 0.1, iterations=2) for g in gt[:, 0].numpy()]))[:, None]
+    hollow = torch.where(interior, torch.zeros_like(gt), gt).requires_grad_(True)
+    wrong = consistency_loss(hollow, lq, geometry, margin=0)
+    assert float(wrong.detach()) > 100 * float(truth) + 1e-3
+    wrong.backward()
+    assert hollow.grad.abs().sum() > 0
+    geometry[0, 1] = float("nan")
+    assert float(consistency_loss(gt, lq, geometry)) < 1e-6

@@ -156,3 +156,41 @@ class RefinedRestoration:
 
     def __call__(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         return refine(self.restoration(image, name=name), image, self.geometry, self.iterations).image
+
+
+def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor, margin: int = 8) -> torch.Tensor:
+    """The physics-consistency training term: mean over the batch of ‖s·A(out) + b − lq‖² / ‖lq − mean lq‖²
+    on the interior (`margin` pixels in from every edge), with each pair's own PSF and its closed-form
+    least-squares s and b (not differentiated: the term asks the output to explain the input's shape, not
+    to change its scale). out, lq: (B, 1, P, P); geometry: (B, 2) from `Protocol.geometry` (scan axis,
+    gradient·spacing); pairs with a NaN geometry (no single PSF) count 0.
+
+    The interior: the input patch also holds blur from tracer outside the patch, which no output of the
+    patch can explain; the margin cuts the worst of it (the normal envelope's reach), the offset b the
+    rest of the smooth tail.
+    """
+    from .physics.pairs import _psf_spectra  # the cached, batched kernel spectra of the simulator
+
+    b, _, h, w = out.shape
+    if h != w:
+        raise ValueError(f"consistency_loss expects square patches, got {h}x{w}")
+    valid = torch.isfinite(geometry[:, 1])
+    losses = out.new_zeros(b)
+    for is_x in (True, False):
+        sel = valid & ((geometry[:, 0] > 0.5) == is_x)
+        if not sel.any():
+            continue
+        blur = geometry[sel, 1].double().cpu().numpy()
+        spectra = _psf_spectra(h, "x" if is_x else "z", np.ones_like(blur), blur).to(out.device)  # (n|1, 2P, P+1)
+        ax = fft_convolve(out[sel, 0], spectra)  # (n, P, P)
+        y = lq[sel, 0]
+        inner = (slice(None), slice(margin, h - margin), slice(margin, w - margin))
+        ax, y = ax[inner], y[inner]
+        with torch.no_grad():
+            ax_c, y_c = ax - ax.mean(dim=(1, 2), keepdim=True), y - y.mean(dim=(1, 2), keepdim=True)
+            s = (ax_c * y_c).sum(dim=(1, 2)) / (ax_c * ax_c).sum(dim=(1, 2)).clamp_min(1e-12)
+            offset = y.mean(dim=(1, 2)) - s * ax.mean(dim=(1, 2))
+            energy = (y_c * y_c).sum(dim=(1, 2)).clamp_min(1e-12)
+        residual = s[:, None, None] * ax + offset[:, None, None] - y
+        losses[sel] = (residual * residual).sum(dim=(1, 2)) / energy
+    return losses.mean()

@@ -30,25 +30,29 @@ class SyntheticPairs(IterableDataset):
     """Infinite stream of (lq, gt) float32 tensors (1, P, P), reproducible from `seed`.
 
     Pairs are simulated `batch` at a time on the protocol's canvas and one P×P patch is cropped from each
-    (`Protocol.patches`). Every DataLoader worker draws from its own generator, seeded with (seed, worker):
+    (`Protocol.patches`); with `geometry`, each item also carries the pair's scan geometry (2,) float32
+    (`Protocol.geometry`: scan axis and gradient·spacing), for the physics-consistency training term. Every DataLoader worker draws from its own generator, seeded with (seed, worker):
     streams are distinct across workers and identical from run to run for the same worker count. The
     training loop gives each (rank, phase, segment) its own `seed` (train.data.derive_seed), so the rank
     enters the seed there and only there. The x-space operator of a protocol with `xspace_fraction` > 0 is
     built on first use in each worker (4·canvas⁴ bytes).
     """
 
-    def __init__(self, protocol: Protocol = PROTOCOLS["default"], size: int = 64, seed: int = 0, batch: int = 32):
+    def __init__(self, protocol: Protocol = PROTOCOLS["default"], size: int = 64, seed: int = 0, batch: int = 32,
+                 geometry: bool = False):
         if size < 8 or batch < 1:
             raise ValueError(f"SyntheticPairs: need size >= 8 and batch >= 1, got size={size}, batch={batch}")
         self.protocol, self.size, self.seed, self.batch = protocol, size, seed, batch
+        self.geometry = geometry  # also yield each pair's scan geometry (2,) for the physics loss
 
     def __iter__(self):
         worker = get_worker_info()
         rng = np.random.default_rng([self.seed, worker.id if worker else 0])
         while True:
-            lq, gt = self.protocol.patches(rng, self.size, self.batch)
-            for a, b in zip(lq, gt):
-                yield torch.from_numpy(a)[None], torch.from_numpy(b)[None]
+            lq, gt, geometry = self.protocol.patches(rng, self.size, self.batch, geometry=True)
+            for a, b, g in zip(lq, gt, geometry):
+                pair = (torch.from_numpy(a)[None], torch.from_numpy(b)[None])
+                yield (*pair, torch.from_numpy(g)) if self.geometry else pair
 
 
 GENERATOR = "mpimamba.data.synthetic.write_dataset"  # the manifest's mark of a dataset this function wrote
@@ -133,8 +137,8 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
     try:
         with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
             for start in range(0, count, batch):
-                lq, gt, drawn = protocol.simulate(rng, size, min(batch, count - start), return_categories=True)
-                categories += drawn
+                lq, gt, drawn = protocol.simulate(rng, size, min(batch, count - start), details=True)
+                categories += drawn["categories"]
                 for i, (a, b) in enumerate(zip(lq, gt), start):
                     name = f"{i:06d}{suffix}"
                     write_image(staging / splits[i] / "lq" / name, a)

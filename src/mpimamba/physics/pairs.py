@@ -176,11 +176,11 @@ def _normalise(images: np.ndarray) -> np.ndarray:
     return np.clip(images * scale[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
-def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: int,
-               return_categories: bool = False):
+def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: int, details: bool = False):
     """`count` pairs (lq, gt), each float32 (count, size, size) in [0, 1]; see the module doc for the recipe.
 
-    With `return_categories`, also the phantom category of each pair: (lq, gt, [name, ...]).
+    With `details`, also what each pair was drawn with: (lq, gt, {"categories": [name, ...], "scans":
+    (N,) "x"/"z", "gradients": (N,) T/m, "spacings": (N,) mm}).
     """
     if size < 8 or count < 1:
         raise ValueError(f"make_pairs: need size >= 8 and count >= 1, got size={size}, count={count}")
@@ -204,8 +204,9 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
         gt = phantoms
     else:
         gt = 0.5 * sum(_native(phantoms, np.full(count, d), gradients, spacings, config) for d in ("x", "z"))
-    if return_categories:
-        return _normalise(lq), _normalise(gt), categories
+    if details:
+        drawn = {"categories": categories, "scans": scans, "gradients": gradients, "spacings": spacings}
+        return _normalise(lq), _normalise(gt), drawn
     return _normalise(lq), _normalise(gt)
 
 

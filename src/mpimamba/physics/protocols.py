@@ -103,38 +103,52 @@ class Protocol:
                               for k, v in stored.items()})
         return cls(**{**d, "pairs": pairs})
 
-    def simulate(self, rng: np.random.Generator, size: int, count: int, return_categories: bool = False):
+    def simulate(self, rng: np.random.Generator, size: int, count: int, details: bool = False):
         """`count` whole pairs (lq, gt), float32 (count, size, size) in [0, 1], with the x-space share mixed
-        in; with `return_categories` also each pair's phantom category, (lq, gt, [name, ...])."""
+        in; with `details` also what each pair was drawn with (see `make_pairs`; plus "models")."""
         if self.xspace_fraction == 0:
-            lq, gt, categories = make_pairs(rng, self.pairs, size, count, return_categories=True)
+            lq, gt, drawn = make_pairs(rng, self.pairs, size, count, details=True)
+            drawn["models"] = [self.pairs.model] * count
         else:
             n_x = int(rng.binomial(count, self.xspace_fraction))
-            parts = [make_pairs(rng, self.xspace_pairs, size, n_x, return_categories=True)] if n_x else []
+            parts = [(self.xspace_pairs, make_pairs(rng, self.xspace_pairs, size, n_x, details=True))] if n_x else []
             if n_x < count:
-                parts.append(make_pairs(rng, self.pairs, size, count - n_x, return_categories=True))
+                parts.append((self.pairs, make_pairs(rng, self.pairs, size, count - n_x, details=True)))
             order = rng.permutation(count)  # interleave the two models
-            lq, gt = (np.concatenate([part[k] for part in parts])[order] for k in (0, 1))
-            drawn = [name for part in parts for name in part[2]]
-            categories = [drawn[i] for i in order]
-        return (lq, gt, categories) if return_categories else (lq, gt)
+            lq, gt = (np.concatenate([part[k] for _, part in parts])[order] for k in (0, 1))
+            drawn = {key: np.concatenate([np.asarray(part[2][key]) for _, part in parts])[order]
+                     for key in ("categories", "scans", "gradients", "spacings")}
+            drawn["categories"] = list(drawn["categories"])
+            drawn["models"] = list(np.concatenate([[config.model] * len(part[0]) for config, part in parts])[order])
+        return (lq, gt, drawn) if details else (lq, gt)
 
-    def patches(self, rng: np.random.Generator, patch: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """`count` training pairs (count, patch, patch): simulated on the canvas, one random crop from each.
+    def geometry(self, drawn: dict) -> np.ndarray:
+        """(N, 2) float32 per pair: [1 for an x scan, 0 for z; gradient·spacing in T/m·mm], the two numbers
+        that fix its PSF (ξ = k·G·r depends on G·spacing only); NaN for pairs whose input is not a
+        Cartesian scan (the Lissajous trajectory), whose forward model is no single PSF."""
+        scan_x = (np.asarray(drawn["scans"]) == "x").astype(np.float32)
+        blur = (np.asarray(drawn["gradients"]) * np.asarray(drawn["spacings"])).astype(np.float32)
+        if self.pairs.trajectory == "lissajous":
+            blur = np.where(np.asarray(drawn["models"]) == "xspace", np.nan, blur).astype(np.float32)
+        return np.stack([scan_x, blur], axis=1)
+
+    def patches(self, rng: np.random.Generator, patch: int, count: int, geometry: bool = False):
+        """`count` training pairs (count, patch, patch): simulated on the canvas, one random crop from each;
+        with `geometry`, also each pair's `geometry` (N, 2).
 
         Images are normalised on the whole canvas (as a whole scan is), so a patch's maximum may be < 1.
         """
         canvas = self.canvas or patch
         if canvas < patch:
             raise ValueError(f"protocol {self.name!r}: canvas {canvas} is smaller than the patch {patch}")
-        lq, gt = self.simulate(rng, canvas, count)
-        if canvas == patch:
-            return lq, gt
-        corners = rng.integers(0, canvas - patch + 1, size=(count, 2))
-        rows = corners[:, :1, None] + np.arange(patch)[None, :, None]  # (N, P, 1)
-        cols = corners[:, None, 1:] + np.arange(patch)[None, None, :]  # (N, 1, P)
-        index = np.arange(count)[:, None, None]
-        return np.ascontiguousarray(lq[index, rows, cols]), np.ascontiguousarray(gt[index, rows, cols])
+        lq, gt, drawn = self.simulate(rng, canvas, count, details=True)
+        if canvas > patch:
+            corners = rng.integers(0, canvas - patch + 1, size=(count, 2))
+            rows = corners[:, :1, None] + np.arange(patch)[None, :, None]  # (N, P, 1)
+            cols = corners[:, None, 1:] + np.arange(patch)[None, None, :]  # (N, 1, P)
+            index = np.arange(count)[:, None, None]
+            lq, gt = np.ascontiguousarray(lq[index, rows, cols]), np.ascontiguousarray(gt[index, rows, cols])
+        return (lq, gt, self.geometry(drawn)) if geometry else (lq, gt)
 
 
 PROTOCOLS: dict[str, Protocol] = {
