@@ -47,6 +47,7 @@ from mpimamba.eval.resolution import COLUMNS as RESOLUTION
 from mpimamba.fileutil import atomic_path, write_text_atomic
 from mpimamba.infer import Restoration
 from mpimamba.models import METHODS, load_model
+from mpimamba.physics.protocols import Protocol
 from mpimamba.train.config import TrainConfig
 
 TRAINING_FREE = ("wiener", "richardson_lucy")
@@ -80,6 +81,8 @@ def measure(method: str, seed: int, steps: int, args, test_root: Path) -> Path:
               "protocol": common.AUTHORS.to_dict()}
     if path.is_file():
         stored = json.loads(path.read_text())
+        # files of older versions lack protocol fields added since (their defaults): compare in today's form
+        stored["protocol"] = Protocol.from_dict(stored.get("protocol", {})).to_dict()
         if {k: stored.get(k) for k in record} != json.loads(json.dumps(record)):
             raise ValueError(f"{path} was measured with other settings; pick another --results or delete it")
         return path
