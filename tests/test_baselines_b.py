@@ -1,15 +1,13 @@
-"""SwinIR, Restormer and DiffIR: any H×W and C, gradients to every weight (per phase for DiffIR), a short
-training run that lowers the loss, published parameter counts, and the pieces that are easy to get
-subtly wrong (SwinIR's shifted-window mask, DiffIR's two phases)."""
+"""SwinIR, Restormer and DiffIR beyond the contract every method keeps (tests/test_contract.py: shapes for any
+H×W and C, preset sizes, gradients to every weight per phase, a short training run of each phase,
+checkpoints, determinism, batch independence): published parameter counts, and the pieces that are easy to
+get subtly wrong (SwinIR's shifted-window mask, DiffIR's two stages and its x0-parameterised chain)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from baseline_helpers import assert_any_size_maps_to_same_shape, assert_multichannel_input
 from mpimamba.models import build, count_parameters
-
-METHODS = ["swinir", "restormer", "diffir"]
 
 
 def _pair(batch: int = 2, size: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,19 +17,6 @@ def _pair(batch: int = 2, size: int = 24, seed: int = 0) -> tuple[torch.Tensor, 
     gt = (gt - gt.amin()) / (gt.amax() - gt.amin())
     lq = F.avg_pool2d(F.pad(gt, (0, 0, 3, 3), mode="replicate"), (7, 1), stride=1)
     return lq, gt
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_any_size_maps_to_same_shape(method, preset):
-    assert_any_size_maps_to_same_shape(method, preset)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_preset_sizes_are_ordered(method):
-    tiny, small, paper = (count_parameters(build(method, p)) for p in ("tiny", "small", "paper"))
-    assert tiny < 100_000
-    assert tiny < small < paper
 
 
 @pytest.mark.parametrize(
@@ -44,44 +29,6 @@ def test_preset_sizes_are_ordered(method):
 def test_paper_preset_matches_published_size(method, published):
     n = count_parameters(build(method, "paper"))
     assert abs(n - published) / published < 0.10, f"{method} paper preset has {n} parameters, published {published}"
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_multichannel_input(method):
-    assert_multichannel_input(method, channels=3)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_gradients_reach_every_parameter(method):
-    """Each phase's loss reaches every parameter that phase trains, and every parameter is trained in some phase."""
-    model = build(method, "tiny")
-    lq, gt = _pair(batch=1, size=16)
-    trained = set()
-    for phase in model.phases:
-        model.zero_grad(set_to_none=True)
-        model.training_loss(lq, gt, phase)["loss"].backward()
-        names = {id(p): n for n, p in model.named_parameters()}
-        params = list(model.phase_parameters(phase))
-        dead = [names[id(p)] for p in params if p.grad is None or not p.grad.abs().sum() > 0]
-        assert not dead, f"{phase}: no gradient reaches {dead}"
-        trained |= {id(p) for p in params}
-    untrained = [n for n, p in model.named_parameters() if id(p) not in trained]
-    assert not untrained, f"never trained: {untrained}"
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_short_training_lowers_l1(method):
-    model = build(method, "tiny")
-    lq, gt = _pair()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(20):
-        loss = model.training_loss(lq, gt, model.phases[0])["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0], losses
 
 
 # --- SwinIR: windows and the shifted-window mask -------------------------------------------------
@@ -162,13 +109,10 @@ def test_diffir_x0_prediction_survives_the_shared_sampler():
     assert torch.allclose(z0, model.denoiser(z_t, t, condition), atol=1e-10)
 
 
-def test_diffir_inference_is_deterministic_and_per_image():
+def test_diffir_eval_stage2_loss_scores_the_inference_output():
+    """In eval mode the stage-2 loss restores as `forward` does (what validation should see); that
+    inference is deterministic and per image is part of the contract (test_contract.py)."""
     model = build("diffir", "tiny").eval()
     x = torch.rand(2, 1, 21, 30)
     with torch.no_grad():
-        y = model(x)
-        assert torch.equal(y, model(x))
-        # one image alone gives the same result as inside a batch
-        assert torch.allclose(model(x[1:]), y[1:], atol=1e-6)
-        # in eval mode the stage-2 loss scores the inference output (what validation should see)
-        assert torch.allclose(model.training_loss(x, x, "stage2")["output"], y, atol=1e-6)
+        assert torch.allclose(model.training_loss(x, x, "stage2")["output"], model(x), atol=1e-6)
