@@ -3,15 +3,17 @@
 to it the moment it is registered.
 
 For every method and every preset (`tiny`, `small`, `paper`; all three are built, and all three run one
-forward pass on a 37×23 input, about 2 s for the eight `paper` networks together):
+forward pass on a 37×23 input, about 3 s for the eight `paper` networks together):
 - the presets are the three the registry names, and an odd H×W comes back the same shape and finite.
 For every method at `tiny`:
 - sizes below the network's `size_multiple` (1×1, 3×2) come back the same shape;
-- multichannel input maps to the same shape;
+- multichannel input (a network built with `in_channels=3`) maps to the same shape;
 - every parameter that requires grad is trained in some phase, and each phase's loss reaches every
-  parameter that phase trains;
+  parameter that phase trains, already at initialisation (NAFNet, whose released initialisation puts
+  zeros in the way, after a nudge: `ZERO_INIT`);
 - a short run of each phase, in order, with an optimiser over `phase_parameters(phase)` on
-  `training_loss` (what `mpimamba.train` does, minus the data and the logging), lowers that phase's loss;
+  `training_loss` (what `mpimamba.train` does, minus the data and the logging), lowers that phase's loss
+  and each part of it the loss reports;
 - `save_model` / `load_model` give back the same build config and bit-identical outputs;
 - eval mode is deterministic: two calls give equal outputs, also when the global RNG moves in between;
 - batch independence: image i of a batch restores as image i alone does (float tolerance).
@@ -77,9 +79,8 @@ def _psf_pairs(count: int = 2, size: int = 24, seed: int = 0) -> list[tuple[torc
 
 
 def _nudge(model: torch.nn.Module, scale: float = 0.05) -> None:
-    """Add noise to every weight. Zero-initialised residual scales (NAFNet's β/γ and the like) give the
-    blocks behind them an exactly-zero gradient at initialisation, and a fresh build's weights could in
-    principle equal a saved model's; after this, every path is live and every model is its own."""
+    """Add noise to every weight: zero-initialised parameters become live, and a model saved after this
+    cannot coincide with a fresh build of the same preset."""
     with torch.no_grad():
         for p in model.parameters():
             p.add_(scale * torch.randn_like(p))
@@ -159,13 +160,23 @@ def test_multichannel_input(method):
 # ---------------------------------------------------------------- training
 
 
+# Networks whose published initialisation gives some parameters an exactly-zero gradient at the start.
+ZERO_INIT = {
+    "nafnet": "β and γ, the residual scales of every block, start at zero (as released), so nothing behind "
+              "them receives a gradient until they move",
+}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_parameter_is_trained_in_some_phase(method):
+    """Each phase's loss reaches every parameter the phase trains, at initialisation (after a nudge for the
+    methods in ZERO_INIT), and every parameter that requires grad is trained in some phase."""
     model = build(method, "tiny")
     if method in TRAINING_FREE:
         assert model.phases == () and list(model.parameters()) == []
         return
-    _nudge(model)
+    if method in ZERO_INIT:  # checked as connected rather than as already non-zero: see ZERO_INIT
+        _nudge(model)
     names = {id(p): n for n, p in model.named_parameters()}
     lq, gt = _blurred_blobs(batch=1, size=16)
     trained: set[int] = set()
@@ -198,7 +209,7 @@ def _phase_loss(model, phase: str, lq, gt) -> dict[str, float]:
     torch.manual_seed(123)
     with torch.no_grad():
         out = model.training_loss(lq, gt, phase)
-    return {k: float(out[k]) for k in ("loss", "pixel", "prior") if k in out}
+    return {k: float(out[k]) for k in ("loss", "pixel", "l1", "prior") if k in out}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -231,8 +242,9 @@ def test_short_training_lowers_the_loss(method):
         after = _phase_loss(model, phase, lq, gt)
         drop = LOOSER_DROP.get((method, phase), DROP)
         assert after["loss"] < drop * before["loss"], (phase, before, after)
-        if "prior" in before:  # a two-term loss: the restoration and the generated prior both improve
-            assert after["pixel"] < before["pixel"] and after["prior"] < before["prior"], (phase, before, after)
+        # the parts a loss reports (MPI-Mamba's and DiffIR's pixel and prior terms, AEPNet's plain L1
+        # beside its edge term): each falls as well
+        assert all(after[k] < before[k] for k in before), (phase, before, after)
 
 
 # ---------------------------------------------------------------- files and inference
