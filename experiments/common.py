@@ -261,7 +261,7 @@ def write_results(name: str, title: str, table: list[dict], meta: dict[str, str]
              "| Row | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | seeds | images |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {score_cells(r)} "
               f"| {_seeds(r) or '—'} | {r['images']} |" for r in table]
-    lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: DESIGN §5 "
+    lines += ["", "Mean over test images; ± = sample standard deviation over seeds. Metrics: `mpimamba.eval.metrics` "
               "(\"ours\" convention: float images, nRMSE by the target's range). The input row scores "
               "the unrestored input.", "", ranking(table, focus), "", notes.strip(), ""]
     md, csv_path = results / f"{name}.md", results / f"{name}.csv"

@@ -95,11 +95,7 @@ def test_stream_reproducible_and_distinct_per_worker():
     assert torch.equal(batches[0][1], torch.stack([g for _, g in first[:4]]))  # worker 0 = the plain stream
 
 
-def test_stream_mixes_xspace_pairs():
-    protocol = Protocol(pairs=PairConfig(categories=("shape",)), canvas=None, xspace_fraction=0.5)
-    ds = SyntheticPairs(protocol, size=16, seed=0, batch=8)
-    pairs = [p for _, p in zip(range(8), ds)]
-    assert all(lq.shape == (1, 16, 16) for lq, _ in pairs)
+def test_xspace_fraction_outside_0_1_is_refused():  # the mixing itself: tests/test_xspace_mixing.py
     with pytest.raises(ValueError, match="xspace_fraction"):
         Protocol(xspace_fraction=1.5)
 

@@ -233,7 +233,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", type=Path, required=True, help="report folder: table.md, table.csv, scores.csv, figures/")
     p.add_argument("--convention", default="ours", choices=("ours", "authors"),
-                   help="metric convention (DESIGN §5): ours (default) or the authors' 8-bit variant")
+                   help="metric convention (mpimamba.eval.metrics; README, Evaluate): ours (default) or the authors' 8-bit variant")
     _add_restoration_options(p)
     p.add_argument("--label", action="append", default=[], metavar="NAME=PATH",
                    help="put checkpoint PATH in table row NAME (repeatable); checkpoints are otherwise one row "

@@ -13,6 +13,8 @@
                             `eval.resolution` simulated with the dataset's protocol (from its manifest)
     OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
     OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
+                            (images larger than FIGURE_PIXELS a side are shown subsampled; scores are
+                            always of the full images)
     OUT/figures/profiles/MODEL.png   line profiles of the chart's point source along x and z
 
 A checkpoint's label is the "label" key of its JSON config if present, else its method name; checkpoints
@@ -20,7 +22,7 @@ sharing a label are one row (mean ± std over them) only when they are seeds of 
 network and training settings, different seeds) or the user labels them together (`labels`); otherwise
 each is its own row, "label (run folder)". Each input is restored through `infer.Restoration`, exactly
 as `calibrate` would write it (same normalisation and non-negative clamp), and scored against its target
-as it is on disk; `convention` picks DESIGN §5's metrics ("ours", the default, used in our tables) or the
+as it is on disk; `convention` picks the metrics of `eval.metrics` ("ours", the default, used in our tables) or the
 authors' 8-bit variant ("authors").
 """
 
@@ -55,6 +57,16 @@ DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4, "mass_ratio": 3, "interior_fill": 3,
 INPUT = "input"
 TARGET = "target"
 GRID_IMAGES = 4
+# figures show each image at most this many pixels a side: a panel is ~220 pixels wide, and matplotlib drawing a
+# 3000x3000 image at full size costs ~700 MB (with "nearest" it shows a subsample of the pixels anyway)
+FIGURE_PIXELS = 1024
+
+
+def for_figure(image: np.ndarray) -> np.ndarray:
+    """`image` as a figure shows it: every k-th pixel per axis, small enough for FIGURE_PIXELS (a small
+    copy, so that it does not keep the whole image alive); images that fit are returned as they are."""
+    step = -(-max(image.shape) // FIGURE_PIXELS)
+    return np.ascontiguousarray(image[::step, ::step]) if step > 1 else image
 
 
 def format_score(metric: str, mean: float, std: float | str = "") -> str:
@@ -203,7 +215,7 @@ def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[
 
 def _markdown(table: list[dict], convention: str, split: str) -> str:
     lines = [
-        f"Split: {split}. Metrics: {convention} convention (DESIGN §5). Mean over test images; "
+        f"Split: {split}. Metrics: {convention} convention (`mpimamba.eval.metrics`). Mean over test images; "
         "± = standard deviation over checkpoints (seeds) sharing a method label.",
         "",
         "| Method | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | checkpoints | images |",
@@ -329,10 +341,11 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
             restored = restoration(lq, name=f"{data_root}/{split}/lq/{name}")
             record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt)
             if figures:
-                save_comparison(out / "figures" / ckpt.name / f"{name}.png", lq, restored, gt,
+                shown = [for_figure(a) for a in (lq, restored, gt)]
+                save_comparison(out / "figures" / ckpt.name / f"{name}.png", *shown,
                                 title=f"{ckpt.name}: {name}", overwrite=overwrite)
                 if i < GRID_IMAGES and first_of_label[ckpt.label] == ckpt.name:
-                    grid.setdefault(name, (lq, {}, gt))[1][ckpt.label] = restored
+                    grid.setdefault(name, (shown[0], {}, shown[2]))[1][ckpt.label] = shown[1]
             bar.update()
     bar.close()
     for ckpt, restoration in zip(checkpoints, restorations):
