@@ -25,7 +25,7 @@ def image_pairs(rng):
 def test_metrics_equal_skimage(rng):
     for out, gt in image_pairs(rng):
         assert psnr(out, gt) == pytest.approx(peak_signal_noise_ratio(gt, out, data_range=1), abs=1e-4)
-        assert ssim(out, gt) == pytest.approx(sk_ssim(out, gt), abs=1e-4)
+        assert ssim(out, gt) == pytest.approx(sk_ssim(out, gt), abs=1e-6)
         assert nrmse(out, gt) == pytest.approx(normalized_root_mse(gt, out, normalization="min-max"), abs=1e-4)
         rmse = np.sqrt(np.mean((out - gt) ** 2))
         assert nrmse(out, gt) == pytest.approx(rmse / (gt.max() - gt.min()), abs=1e-10)
@@ -69,3 +69,38 @@ def test_authors_convention_is_8bit_three_channels_output_range(rng):
     ours = scores(out, gt)
     assert ours["psnr"] != theirs["psnr"]
     assert np.array_equal(quantise_8bit(torch.tensor(out)).numpy(), quantise_8bit(out))
+
+
+def test_ssim_in_bands_equals_skimage_for_any_band_height(rng, monkeypatch):
+    from mpimamba.eval import metrics
+
+    (noise, noise_gt), (restored, phantom) = image_pairs(rng)
+    whole = [ssim(noise, noise_gt), ssim(restored, phantom)]
+    mse = [psnr(restored, phantom), nrmse(restored, phantom)]
+    # bands of 1, 2, 7 output rows (each read with its 5-row halo), and of all rows at once
+    for rows in (1, 2, 7, 1000):
+        monkeypatch.setattr(metrics, "BAND_BYTES", rows * 8 * 80 * metrics._SSIM_MAPS)
+        assert [ssim(noise, noise_gt), ssim(restored, phantom)] == pytest.approx(whole, abs=1e-12)
+        assert ssim(restored, phantom) == pytest.approx(sk_ssim(restored, phantom), abs=1e-6)
+        assert [psnr(restored, phantom), nrmse(restored, phantom)] == pytest.approx(mse, abs=1e-12)
+
+
+def test_a_large_float32_pair_scores_as_skimage_does_in_float64(rng):
+    # several default-sized bands; float32 inputs are scored in float64 without a float64 copy of either
+    zz, xx = np.mgrid[0:700, 0:650]
+    gt = (0.5 + 0.5 * np.sin(zz / 23.0) * np.cos(xx / 31.0)).astype(np.float32)
+    out = np.clip(gt + 0.05 * rng.standard_normal(gt.shape), 0, 1).astype(np.float32)
+    a, b = out.astype(np.float64), gt.astype(np.float64)
+    assert ssim(out, gt) == pytest.approx(sk_ssim(a, b), abs=1e-6)
+    assert psnr(out, gt) == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1), abs=1e-8)
+    assert nrmse(out, gt) == pytest.approx(normalized_root_mse(b, a, normalization="min-max"), abs=1e-10)
+
+
+def test_authors_convention_on_a_torch_batch_gives_tensors(rng):
+    out, gt = image_pairs(rng)[1]
+    batch = torch.tensor(np.stack([out, gt]))[:, None], torch.tensor(np.stack([gt, gt]))[:, None]
+    theirs = scores(*batch, convention="authors")
+    assert all(isinstance(v, torch.Tensor) and v.shape == (2,) for v in theirs.values())
+    single = scores(out, gt, convention="authors")
+    assert {k: float(v[0]) for k, v in theirs.items()} == pytest.approx(single, abs=1e-9)
+    assert float(theirs["psnr"][1]) == float("inf") and float(theirs["ssim"][1]) == pytest.approx(1.0)

@@ -193,6 +193,31 @@ def test_validation_psnr_scores_the_inference_output_in_every_phase():
     assert abs(score - phase_psnr) > 0.1  # the two outputs differ here, so the check above can fail
 
 
+def test_validation_of_a_large_image_takes_its_loss_over_tiles():
+    from mpimamba.infer import AUTO_TILE
+    from mpimamba.train.loop import _loss_tiles
+
+    tiles = _loss_tiles(1000, 600)
+    covered = torch.zeros(1000, 600, dtype=torch.int32)
+    for rows, cols in tiles:
+        assert rows.stop - rows.start <= AUTO_TILE and cols.stop - cols.start <= AUTO_TILE
+        covered[rows, cols] += 1
+    assert bool((covered == 1).all())  # every pixel once
+    assert _loss_tiles(300, 512) == [(slice(0, 300), slice(0, 512))]  # what inference runs whole stays whole
+
+    class Pointwise(th.TinyConv):  # a 1x1 network: its L1 loss over tiles is its loss over the image
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Conv2d(1, 1, 1)
+
+    model, g = Pointwise(), torch.Generator().manual_seed(0)
+    val = [th.blob_pair(g, 600)]
+    loss, _ = validate(model, "main", val, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        whole = float(model.training_loss(val[0][0][None], val[0][1][None])["loss"])
+    assert loss == pytest.approx(whole, rel=1e-5)
+
+
 def test_torchrun_two_processes_hold_identical_replicas(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..eval.metrics import psnr
 from ..fileutil import atomic_path, write_text_atomic
-from ..infer import Restoration
+from ..infer import AUTO_TILE, WHOLE_MAX, Restoration
 from ..locks import folder_lock
 from ..models import build
 from ..models.base import Restorer
@@ -172,16 +172,33 @@ class PhaseLoss(nn.Module):
         return self.model.training_loss(lq, gt, self.phase)
 
 
+def _loss_tiles(height: int, width: int) -> list[tuple[slice, slice]]:
+    """The whole image when it is at most infer.WHOLE_MAX a side (as inference runs it); else a grid of
+    near-equal tiles of at most infer.AUTO_TILE a side, so the validation loss of a large image takes the
+    memory of one tile, as its restoration does."""
+    if max(height, width) <= WHOLE_MAX:
+        return [(slice(0, height), slice(0, width))]
+
+    def bounds(n: int) -> list[int]:
+        pieces = -(-n // AUTO_TILE)
+        return [round(i * n / pieces) for i in range(pieces + 1)]
+
+    rows, cols = bounds(height), bounds(width)
+    return [(slice(r0, r1), slice(c0, c1)) for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])]
+
+
 @torch.no_grad()
 def validate(model: Restorer, phase: str, val: list, device: torch.device, seed: int) -> tuple[float, float]:
     """(mean loss, mean PSNR) over the validation pairs, in eval mode.
 
-    The loss is the phase's own training loss, the number the phase minimises. The PSNR (data range 1)
-    always scores the inference output, through `infer.Restoration` (the path calibrate writes and
-    evaluate scores: normalised, clamped at zero, tiled when large), in every phase: for the first
-    phase of MPI-Mamba and DiffIR the phase's own output uses the prior extracted from the ground truth
-    and would flatter the model, so there the PSNR is of the backbone restoring with the prior the
-    (not yet trained) diffusion model generates from lq.
+    The loss is the phase's own training loss, the number the phase minimises; on images larger than
+    infer.WHOLE_MAX a side it is the pixel-weighted mean of the loss over tiles (`_loss_tiles`), so that
+    memory stays bounded. The PSNR (data range 1) always scores the inference output, through
+    `infer.Restoration` (the path calibrate writes and evaluate scores: normalised, clamped at zero,
+    tiled when large), in every phase: for the first phase of MPI-Mamba and DiffIR the phase's own
+    output uses the prior extracted from the ground truth and would flatter the model, so there the
+    PSNR is of the backbone restoring with the prior the (not yet trained) diffusion model generates
+    from lq.
     """
     was_training = model.training
     model.eval()
@@ -190,7 +207,14 @@ def validate(model: Restorer, phase: str, val: list, device: torch.device, seed:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the same noise at every validation (diffusion priors sample)
         for lq, gt in val:  # (C, H, W) each, C = 1
-            losses.append(float(model.training_loss(lq[None].to(device), gt[None].to(device), phase)["loss"]))
+            tiles = _loss_tiles(*lq.shape[-2:])
+            loss = 0.0
+            for rows, cols in tiles:
+                part = model.training_loss(lq[None, :, rows, cols].to(device), gt[None, :, rows, cols].to(device),
+                                           phase)["loss"]
+                share = ((rows.stop - rows.start) * (cols.stop - cols.start)) / (lq.shape[-2] * lq.shape[-1])
+                loss += float(part) * share if len(tiles) > 1 else float(part)
+            losses.append(loss)
             psnrs.append(psnr(restoration(lq[0].cpu().numpy(), name="validation image"), gt[0].cpu().numpy()))
     model.train(was_training)
     return sum(losses) / len(losses), sum(psnrs) / len(psnrs)
