@@ -494,6 +494,23 @@ def test_a_diverging_loss_is_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert not (run / "model.safetensors").exists()
 
 
+def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path):
+    # under DDP another rank's NaN reaches rank 0's weights (averaged gradients) before rank 0's own loss
+    import train_helpers as th
+
+    from mpimamba.train.loop import TrainingDiverged, _Checkpoints
+
+    model = th.TinyConv()
+    with torch.no_grad():
+        model.body[0].weight[0, 0, 0, 0] = float("nan")
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    checkpoints = _Checkpoints(tmp_path / "run", _blob_config(tmp_path / "run"), True, (0, 4))
+    with pytest.raises(TrainingDiverged, match=r"the weights became nan at main step 5 .*\(main step 4\) is kept"):
+        checkpoints.save(model, opt, sched, 0, 5)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and checkpoints.at == (0, 4)
+
+
 # ---------------------------------------------------------------------------------------------- error style
 def _command_raising(monkeypatch, command: str, error: BaseException):
     """Make `mpimamba COMMAND` raise `error` from inside its work (as the test of Ctrl-C above does)."""

@@ -80,11 +80,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 class TrainingDiverged(FloatingPointError):
     """The training loss stopped being a finite number; the last checkpoint on disk is kept as it was."""
 
-    def __init__(self, phase: str, step: int, loss: float, lr: float, checkpoint: tuple[str, int] | None):
+    def __init__(self, phase: str, step: int, loss: float, lr: float, checkpoint: tuple[str, int] | None,
+                 what: str = "the loss became"):
         self.phase, self.step, self.loss, self.lr, self.checkpoint = phase, step, loss, lr, checkpoint
         kept = (f"the last checkpoint ({checkpoint[0]} step {checkpoint[1]}) is kept" if checkpoint is not None
                 else "no checkpoint was written")
-        super().__init__(f"the loss became {loss} at {phase} step {step} (training diverged; {kept}); "
+        super().__init__(f"{what} {loss} at {phase} step {step} (training diverged; {kept}); "
                          f"start over (--overwrite) with a lower --lr than {lr:g}")
 
 
@@ -139,6 +140,13 @@ class _Checkpoints:
     def save(self, model: Restorer, opt, sched, phase_index: int, step: int) -> None:
         if self.at != (phase_index, step):
             if self.is_main:
+                # under DDP a non-finite loss on another rank reaches these weights through the averaged
+                # gradients one step before this rank's loss shows it: never save such weights
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    at = self.at
+                    raise TrainingDiverged(model.phases[phase_index], step, float("nan"), self.cfg.lr,
+                                           (model.phases[at[0]], at[1]) if at is not None else None,
+                                           what="the weights became")
                 _save_checkpoint(self.run, model, opt, sched, self.cfg, phase_index, step)
             self.at = (phase_index, step)
         self._since = _clock()
