@@ -108,3 +108,27 @@ def test_consistency_loss_is_zero_for_the_truth_and_grows_for_a_wrong_output():
     assert hollow.grad.abs().sum() > 0
     geometry[0, 1] = float("nan")
     assert float(consistency_loss(gt, lq, geometry)) < 1e-6
+
+
+def test_training_with_the_physics_term(tmp_path, capsys):
+    """--physics-weight adds the consistency term to every step's loss (the logged loss changes, training
+    still runs and resumes with it stored); a paired folder is refused, it has no geometry."""
+    import csv
+
+    from mpimamba.cli import main
+
+    def run(name, *extra):
+        out = tmp_path / name
+        assert main(["train", "--method", "nafnet", "--preset", "tiny", "--synthetic", "--steps", "3", "--batch", "2",
+                     "--patch", "16", "--protocol", "authors-psf", "--canvas", "32", "--device", "cpu",
+                     "--out", str(out), *extra]) == 0
+        with open(out / "log.csv") as f:
+            return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+    plain, physics = run("plain"), run("physics", "--physics-weight", "1.0")
+    assert len(plain) == len(physics) == 3 and physics[0] > plain[0]  # same first batch, the term on top
+    from mpimamba.train import TrainConfig
+
+    assert TrainConfig.from_json(tmp_path / "physics" / "config.json").physics_weight == 1.0
+    with pytest.raises(ValueError, match="simulated"):
+        TrainConfig(data=str(tmp_path), physics_weight=0.5)

@@ -148,6 +148,11 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-every", type=int, dest="val_every", help="validate every K steps")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every", help="write RUN/checkpoint.pt every K steps")
+    p.add_argument("--ckpt-minutes", type=float, dest="ckpt_minutes",
+                   help="also write it at least every M minutes of wall time (default 10; inf: only every K steps)")
+    p.add_argument("--physics-weight", type=float, dest="physics_weight",
+                   help="weight of the physics-consistency term (the output blurred by each pair's PSF must explain "
+                        "the input up to a scale and an offset; --synthetic only; default 0 = off)")
     p.add_argument("--label", help="name evaluation tables group this run under (default: the method)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="network constructor argument replacing the preset's (VALUE parsed as JSON)")
@@ -181,7 +186,8 @@ def _run_train(args) -> None:
     from .train import TrainConfig, train
 
     given = {k: getattr(args, k) for k in ("method", "preset", "steps", "batch", "patch", "lr", "seed",
-                                           "val_every", "ckpt_every", "label", "device", "workers")}
+                                           "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "label",
+                                           "device", "workers")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

@@ -158,9 +158,9 @@ class RefinedRestoration:
         return refine(self.restoration(image, name=name), image, self.geometry, self.iterations).image
 
 
-def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor, margin: int = 8) -> torch.Tensor:
+def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor, margin: int | None = None) -> torch.Tensor:
     """The physics-consistency training term: mean over the batch of ‖s·A(out) + b − lq‖² / ‖lq − mean lq‖²
-    on the interior (`margin` pixels in from every edge), with each pair's own PSF and its closed-form
+    on the interior (`margin` pixels in from every edge, default an eighth of the side), with each pair's own PSF and its closed-form
     least-squares s and b (not differentiated: the term asks the output to explain the input's shape, not
     to change its scale). out, lq: (B, 1, P, P); geometry: (B, 2) from `Protocol.geometry` (scan axis,
     gradient·spacing); pairs with a NaN geometry (no single PSF) count 0.
@@ -174,6 +174,7 @@ def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor
     b, _, h, w = out.shape
     if h != w:
         raise ValueError(f"consistency_loss expects square patches, got {h}x{w}")
+    margin = h // 8 if margin is None else margin
     valid = torch.isfinite(geometry[:, 1])
     losses = out.new_zeros(b)
     for is_x in (True, False):

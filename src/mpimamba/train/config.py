@@ -39,6 +39,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.01  # max global gradient norm
     ckpt_every: int = 1000
+    # weight of the physics-consistency term (refine.consistency_loss: the output, blurred by each pair's own
+    # PSF, must explain the input up to a scale and an offset); simulated streams only, 0 = off
+    physics_weight: float = 0.0
     ckpt_minutes: float = 10.0  # also a checkpoint at least this often (wall time); inf = only every ckpt_every
     val_every: int = 1000
     val_images: int = 8
@@ -66,6 +69,11 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
+        if not (math.isfinite(float(self.physics_weight)) and self.physics_weight >= 0):
+            raise ValueError(f"physics_weight must be a finite number >= 0, got {self.physics_weight}")
+        if self.physics_weight > 0 and self.data is not None:
+            raise ValueError("the physics-consistency term needs each pair's scan geometry, which only a simulated "
+                             "stream (--synthetic) knows; a paired folder does not record it")
         if not float(self.ckpt_minutes) > 0:  # inf allowed, NaN not
             raise ValueError(f"ckpt_minutes must be a positive number of minutes, got {self.ckpt_minutes}")
         if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:

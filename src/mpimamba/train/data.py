@@ -68,7 +68,8 @@ def _stream_batches(make: StreamFactory, *, seed: int, phase: int, start: int, b
 
 def batches(data: TrainData, *, seed: int, phase: int, start: int, batch: int, rank: int = 0, world: int = 1,
             workers: int = 0, segment: int = 1000) -> Iterator[Pair]:
-    """Infinite iterator of (lq, gt) batches, (B, C, H, W) each, for steps start, start + 1, ..."""
+    """Infinite iterator of (lq, gt) batches, (B, C, H, W) each, for steps start, start + 1, ... (a stream
+    with geometry adds each pair's scan geometry, (B, 2))."""
     if isinstance(data.train, Dataset) and not isinstance(data.train, IterableDataset):
         return _map_batches(data.train, seed=seed, phase=phase, start=start, batch=batch, rank=rank,
                             world=world, workers=workers)
@@ -98,7 +99,7 @@ def build_data(cfg) -> TrainData:
 
     def make(seed: int) -> IterableDataset:
         # one simulated batch per training batch (the PSF model runs as one batched FFT)
-        return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch)
+        return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch, geometry=cfg.physics_weight > 0)
 
     # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
     # training segment uses

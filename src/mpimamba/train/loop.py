@@ -56,6 +56,7 @@ from ..models.base import Restorer
 from ..models.checkpoint import save_model
 from . import distributed
 from .config import TrainConfig
+from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
 from .log import RunLog
 
@@ -452,11 +453,14 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
         for step in range(start, cfg.steps):
             if stop.requested is not None:
                 stop_here(step)
-            lq, gt = next(stream)  # (B, C, H, W) each
+            lq, gt, *geometry = next(stream)  # (B, C, H, W) each; geometry (B, 2) with the physics term
             lq, gt = lq.to(ctx.device, non_blocking=True), gt.to(ctx.device, non_blocking=True)
             torch.manual_seed(derive_seed(cfg.seed, pi, step, ctx.rank))
             lr = opt.param_groups[0]["lr"]
-            loss = net(lq, gt)["loss"]
+            result = net(lq, gt)
+            loss = result["loss"]
+            if cfg.physics_weight > 0:
+                loss = loss + cfg.physics_weight * consistency_loss(result["output"], lq, geometry[0].to(lq.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
