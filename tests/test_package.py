@@ -32,3 +32,15 @@ def test_restorer_crops_back():
 
     x = torch.randn(2, 1, 37, 53)
     assert torch.equal(Twice()(x), 2 * x)
+
+
+def test_licence_and_citation_are_shipped():
+    """pyproject says MIT; the LICENSE says so too, and CITATION.cff cites the paper and this package."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert 'license = "MIT"' in (root / "pyproject.toml").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    citation = (root / "CITATION.cff").read_text()
+    assert "cff-version: 1.2.0" in citation and "preferred-citation:" in citation
+    assert "MPI-Mamba: Latent Feature Fusion Mamba" in citation and "year: 2026" in citation
