@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -188,7 +187,8 @@ def _cpu_model() -> str:
 
 def describe(protocol: Protocol) -> str:
     """A protocol as it goes into the results files: its fields, exactly."""
-    return f"protocol {protocol.name} " + json.dumps(protocol.to_dict()["pairs"])
+    fields = {k: v for k, v in protocol.to_dict().items() if k != "name"}
+    return f"protocol {protocol.name} " + json.dumps(fields)
 
 
 def provenance(script: str, argv: list[str], args, extra_budget: dict, test_pairs: Protocol) -> dict[str, str]:

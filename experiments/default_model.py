@@ -27,14 +27,14 @@ from mpimamba.train.loop import train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=700, help="optimiser steps in each of the two phases")
+    parser.add_argument("--steps", type=int, default=1700, help="optimiser steps in each of the two phases")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4, help="higher than the released 2e-4: the CPU budget is ~100x shorter")
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"))
     parser.add_argument("--overwrite", action="store_true", help="start over instead of continuing RUN")
     parser.add_argument("--protocol", default=pretrained.PROTOCOL.name, choices=sorted(PROTOCOLS),
-                        help="training data (default: the shipped model's own, pretrained.PROTOCOL)")
+                        help="training data (default: the recipe's, pretrained.PROTOCOL)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-install", action="store_true", help="train only; leave the shipped weights alone")
     args = parser.parse_args()

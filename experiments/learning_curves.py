@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 import common
 from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.evaluate import INPUT, PER_IMAGE, evaluate, format_score
+from mpimamba.eval.quantitative import finite_mean
 from mpimamba.eval.resolution import COLUMNS as RESOLUTION
 from mpimamba.fileutil import atomic_path, write_text_atomic
 from mpimamba.infer import Restoration
@@ -129,10 +130,10 @@ def summarise(records: list[dict]) -> list[dict]:
     for (method, steps), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         cpu = [g["train_cpu_seconds"] for g in group if g["train_cpu_seconds"] is not None]
         row = {"method": method, "steps": steps, "seeds": len(group),
-               "cpu_seconds": float(np.mean(cpu)) if cpu else float("nan")}
+               "cpu_seconds": finite_mean(cpu)}
         for c in SCORES:
             values = np.array([g["scores"][c] for g in group], np.float64)
-            row[f"{c}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            row[f"{c}_mean"] = finite_mean(values)
             row[f"{c}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 and np.isfinite(values).all() else ""
         rows.append(row)
     return rows
@@ -187,7 +188,9 @@ def figure(rows: list[dict], path: Path) -> Path:
 
 
 def assemble(results: Path, settings: dict) -> None:
-    records = [r for r in load_results(results) if r["settings"] == settings]
+    protocol = json.loads(json.dumps(common.AUTHORS.to_dict()))
+    records = [r for r in load_results(results) if r["settings"] == settings
+               and Protocol.from_dict(r.get("protocol", {})).to_dict() == protocol]
     if not records:
         print(f"no results files under {results} yet")
         return

@@ -38,17 +38,23 @@ from mpimamba.threads import configure_threads
 
 REPO = Path(__file__).resolve().parent.parent
 PER_CATEGORY = 8
-# (scan, gradient T/m, spacing mm): the authors' setting, the other axis, and two outside the ranges trained
+# (scan, gradient T/m, spacing mm): the authors' setting, the other axis, and two at the edges (the table
+# says which lie inside the ranges the model was trained on)
 CHART_SETTINGS = (("x", 9.0, 0.25), ("z", 9.0, 0.25), ("x", 4.0, 0.5), ("x", 12.0, 0.2))
 REFINE_SETTINGS = (("x", 9.0, 0.25), ("z", 6.0, 0.3), ("x", 4.0, 0.5))
 REFINE_PAIRS, REFINE_SIZE, REFINE_SNR = 12, 96, 30.0
 
 
-def _protocol_of(meta: dict) -> Protocol:
-    training = meta.get("training", {})
-    if isinstance(training.get("protocol"), dict):
-        return Protocol.from_dict(training["protocol"])
-    return PROTOCOLS["shipped-v1"]  # the first shipped model's record predates protocols
+def _cpu() -> str:
+    import os
+    import platform
+
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} logical CPUs, the card's measuring machine)"
 
 
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
@@ -61,9 +67,10 @@ def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
         f"- Schedule: {steps} steps in each of the two phases (phase 1: LFE + backbone with the prior from the "
         "ground truth; phase 2: condition encoder + CL-DM + backbone fine-tuning), batch "
         f"{t.get('batch')}, patch {t.get('patch')}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k steps), "
-        "weight decay 1e-4, constant for half of each phase then cosine to 1e-6, gradient-norm clipping 0.01, "
-        f"seed {meta.get('seed')}.",
-        f"- Compute: {t.get('torch_threads', '?')} torch thread(s) on a 2-core CPU"
+        f"weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
+        f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}, seed {meta.get('seed')}.",
+        f"- Compute: {t.get('torch_threads', '?')} torch thread(s) in the invocation that finished the run, on "
+        f"{_cpu()}"
         + (f", {t['wall_seconds_last_invocation'] / 60:.0f} min in the invocation that finished the run"
            if "wall_seconds_last_invocation" in t else "") + ".",
     ]
@@ -103,19 +110,29 @@ def _demo_section(restoration: Restoration, protocol: Protocol, compare: list[st
     return "\n".join(text), mean
 
 
-def _resolution_section(restoration: Restoration) -> str:
+def _inside(value: float, span) -> bool:
+    return value == span if np.isscalar(span) else span[0] <= value <= span[1]
+
+
+def _trained(protocol: Protocol, gradient: float, spacing: float) -> str:
+    ok = _inside(gradient, protocol.pairs.gradient) and _inside(spacing, protocol.pairs.spacing_mm)
+    return "yes" if ok else "no"
+
+
+def _resolution_section(restoration: Restoration, trained: Protocol) -> str:
     lines = ["## Resolution",
              "Noise-free point-source chart (`mpimamba.eval.resolution`): FWHM and smallest spacing resolved by the "
              "26.4 % dip criterion, in mm, along x and z; anisotropy = FWHM z / FWHM x. The target is one pixel.", "",
-             "| scan | gradient | pixel | image | FWHM x | FWHM z | resolved x | resolved z | z/x |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| scan | gradient | pixel | in training range | image | FWHM x | FWHM z | resolved x | resolved z | z/x |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for scan, gradient, spacing in CHART_SETTINGS:
         chart = resolution.make_chart(resolution.ChartSetting(scan, gradient, spacing))
         outputs = np.stack([restoration(image) for image in chart.inputs])
         for name, images in (("input", chart.inputs), ("output", outputs)):
             m = resolution.measure(images, chart)
             cells = " | ".join(f"{m[c]:.2f}" if np.isfinite(m[c]) else "–" for c in resolution.COLUMNS)
-            lines.append(f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {name} | {cells} |")
+            lines.append(f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {_trained(trained, gradient, spacing)} | "
+                         f"{name} | {cells} |")
     return "\n".join(lines)
 
 
@@ -144,11 +161,6 @@ def _refine_section(restoration: Restoration, trained: Protocol) -> str:
              f"{REFINE_SNR:g} dB, fixed seed):", "",
              "| scan | gradient | pixel | in training range | PSNR | SSIM | mass ratio | interior fill | residual / noise |",
              "|---|---|---|---|---|---|---|---|---|"]
-    g_range, s_range = trained.pairs.gradient, trained.pairs.spacing_mm
-
-    def inside(value, span) -> bool:
-        return value == span if np.isscalar(span) else span[0] <= value <= span[1]
-
     for scan, gradient, spacing in REFINE_SETTINGS:
         config = PairConfig(scan=scan, gradient=gradient, spacing_mm=spacing, snr_db=REFINE_SNR)
         lq, gt = make_pairs(np.random.default_rng(20_261_201), config, REFINE_SIZE, REFINE_PAIRS)
@@ -161,8 +173,39 @@ def _refine_section(restoration: Restoration, trained: Protocol) -> str:
                               interior_fill(image, target), res / result.noise_sigma])
         b, a = np.nanmean(before, axis=0), np.nanmean(after, axis=0)
         cells = " | ".join(f"{x:.{d}f} → {y:.{d}f}" for x, y, d in zip(b, a, (2, 3, 3, 3, 2)))
-        ok = "yes" if inside(gradient, g_range) and inside(spacing, s_range) else "no"
-        lines.append(f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {ok} | {cells} |")
+        lines.append(f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {_trained(trained, gradient, spacing)} | {cells} |")
+    return "\n".join(lines)
+
+
+def _table1_section(path: Path) -> str:
+    """The shipped model on the Table 1 test set (simulated here if missing), beside the classical rows of
+    the learning-curve results files; not a Table 1 row (other data, other budget)."""
+    import tempfile
+
+    import common
+    from mpimamba.eval.evaluate import evaluate
+
+    runs = REPO / "runs" / "experiments" / "curves"
+    test_root = common.test_set(runs, common.AUTHORS, 30, 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = evaluate([path], test_root, "test", Path(tmp) / "report", figures=False, device="cpu")
+    rows = {r["method"]: r for r in table}
+    shipped = next(r for name, r in rows.items() if name != "input")
+    cells = lambda r: f"PSNR {r['psnr_mean']:.2f} dB, SSIM {r['ssim_mean']:.3f}, nRMSE {r['nrmse_mean']:.4f}"
+    lines = ["## On the Table 1 test set",
+             f"30 images of 64×64 of the authors' setting ({common.describe(common.AUTHORS)}; `experiments/`): "
+             f"input {cells(rows['input'])}; the shipped model {cells(shipped)}, mass ratio "
+             f"{shipped['mass_ratio_mean']:.3f}, interior fill {shipped['interior_fill_mean']:.3f}. Not a Table 1 "
+             "row: it was trained on other data for another budget."]
+    classical = []
+    for method in ("wiener", "richardson_lucy"):
+        result = REPO / "experiments" / "results" / "curves" / method / "seed101-steps0.json"
+        if result.is_file():
+            scores = json.loads(result.read_text())["scores"]
+            classical.append(f"{method} PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f}")
+    if classical:
+        lines.append("Classical deconvolution with the known PSF of that protocol, which the shipped model is not "
+                     "told (`experiments/results/curves/`, setting chosen on validation pairs): " + "; ".join(classical) + ".")
     return "\n".join(lines)
 
 
@@ -170,11 +213,11 @@ def _limits_section(protocol: Protocol, mean: dict) -> str:
     c = protocol.pairs
     return "\n".join([
         "## Limits",
-        "- Trained on simulated PSF-model data only, never on scanner data (the authors' 20,156 real images are not "
-        "public). Expect a domain gap on real scans: system-matrix reconstructions, harmonic filtering or "
-        "direct-feedthrough loss are outside the training distribution.",
-        f"- Trained ranges: gradient {c.gradient} T/m, pixels {c.spacing_mm} mm, SNR {c.snr_db} dB; outside them "
-        "see the resolution and refinement tables above.",
+        f"- Trained on simulated data only ({'PSF model' if c.model == 'psf' and not protocol.xspace_fraction else 'PSF and time-domain x-space models'}), "
+        "never on scanner data (the authors' 20,156 real images are not public). Expect a domain gap on real "
+        "scans: system-matrix reconstructions, harmonic filtering or direct-feedthrough loss are outside the "
+        "training distribution.",
+        f"- Trained on: {protocol.describe()}. Outside those ranges see the resolution and refinement tables above.",
         f"- Mass is not fully preserved (mean mass ratio {mean['mass_ratio_out']:.3f} on the demo pairs) and large "
         f"filled regions are not fully filled (interior fill {mean['interior_fill_out']:.3f}); see the per-category table.",
         "- Output intensity is relative (each image is normalised by its maximum before the network and multiplied "
@@ -194,7 +237,7 @@ def main() -> None:
 
     path = pretrained.model_path()
     meta = json.loads(path.with_suffix(".json").read_text())
-    protocol = _protocol_of(meta)
+    protocol = pretrained.protocol()
     model = pretrained.load()
     restoration = Restoration(model)
     demo, mean = _demo_section(restoration, protocol, args.compare)
@@ -210,8 +253,9 @@ def main() -> None:
         "an estimate of the particle concentration map, in the input's own scale (`calibrate` divides each image by "
         "its maximum before the network and multiplies back after), never negative.",
     ])
-    sections = [header, _training_section(meta, protocol, args.run), demo, _resolution_section(restoration),
-                _clamp_section(model), _refine_section(restoration, protocol), _limits_section(protocol, mean)]
+    sections = [header, _training_section(meta, protocol, args.run), demo, _table1_section(path),
+                _resolution_section(restoration, protocol), _clamp_section(model), _refine_section(restoration, protocol),
+                _limits_section(protocol, mean)]
     write_text_atomic(args.out, "\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")
 

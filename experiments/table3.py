@@ -20,7 +20,6 @@ or resumed when the command is rerun.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import common
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = [common.Row(f"xspace{f:03d}", f"{f} % scanner-like",
                        {"protocol": common.AUTHORS.replace(xspace_fraction=f / 100)}) for f in args.fractions]
-    scanner_like = dataclasses.replace(common.AUTHORS, pairs=common.AUTHORS.xspace_pairs)
+    scanner_like = common.AUTHORS.replace(model="xspace")
     common.run_table("table3", TITLE, rows, args, argv, scanner_like,
                      {"method": "mpi_mamba", "patch": args.patch},
                      {"patch": args.patch, "training data": "simulated stream, " + common.describe(common.AUTHORS)

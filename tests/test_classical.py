@@ -75,3 +75,16 @@ def test_train_writes_a_model_that_evaluate_and_calibrate_run(tmp_path):
     assert main(["calibrate", str(root / "test" / "lq" / "a.tif"), "-o", str(tmp_path / "out.tif"),
                  "--model", str(run), "--device", "cpu"]) == 0
     assert read_image(tmp_path / "out.tif").min() >= 0
+
+
+def test_a_deconvolution_is_fitted_only_on_the_scan_it_deconvolves(tmp_path, capsys):
+    """The default protocol mixes scans, gradients and spacings: no single PSF to deconvolve; a protocol of
+    one scan must match the method's own (or be matched with --override)."""
+    from mpimamba.cli import main
+
+    base = ["train", "--method", "wiener", "--synthetic", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    assert "mixes scans" in capsys.readouterr().err
+    assert main([*base, "--protocol", "authors-psf", "--scan", "z", "--out", str(tmp_path / "b")]) == 2
+    assert "--override drive=" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

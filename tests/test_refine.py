@@ -106,13 +106,17 @@ def test_consistency_loss_is_zero_for_the_truth_and_grows_for_a_wrong_output():
     assert float(wrong.detach()) > 100 * float(truth) + 1e-3
     wrong.backward()
     assert hollow.grad.abs().sum() > 0
-    geometry[0, 1] = float("nan")
-    assert float(consistency_loss(gt, lq, geometry)) < 1e-6
+    # a pair without a single PSF contributes nothing: with all but pair 0 marked so, the loss is pair 0's
+    # share of the batch mean
+    alone = consistency_loss(hollow[:1].detach(), lq[:1], geometry[:1], margin=0)
+    masked = geometry.clone()
+    masked[1:, 1] = float("nan")
+    assert float(consistency_loss(hollow.detach(), lq, masked, margin=0)) == pytest.approx(float(alone) / 4, rel=1e-5)
 
 
 def test_training_with_the_physics_term(tmp_path, capsys):
-    """--physics-weight adds the consistency term to every step's loss (the logged loss changes, training
-    still runs and resumes with it stored); a paired folder is refused, it has no geometry."""
+    """--physics-weight adds the consistency term to every step's loss (the logged loss changes, the weight
+    is stored with the run); a paired folder is refused, it has no geometry."""
     import csv
 
     from mpimamba.cli import main

@@ -294,7 +294,7 @@ def _add_calibrate(sub) -> None:
     g.add_argument("--scan-axis", choices=("x", "z"), help="drive axis of the scan (x = image columns)")
     g.add_argument("--gradient", type=float, help="gradient strength of the scan, T/m")
     g.add_argument("--spacing", type=float, help="pixel spacing of the image, mm")
-    g.add_argument("--physics-iterations", type=int, default=100, help="at most this many steps per image (default 100)")
+    g.add_argument("--physics-iterations", type=int, default=None, help="at most this many steps per image (default 100)")
     p.set_defaults(run=_run_calibrate)
 
 
@@ -303,19 +303,21 @@ def _run_calibrate(args) -> None:
     from .refine import ScanGeometry
 
     geometry = None
-    scan = {"--scan-axis": args.scan_axis, "--gradient": args.gradient, "--spacing": args.spacing}
+    scan = {"--scan-axis": args.scan_axis, "--gradient": args.gradient, "--spacing": args.spacing,
+            "--physics-iterations": args.physics_iterations}
     if args.physics:
-        missing = [flag for flag, value in scan.items() if value is None]
+        missing = [flag for flag, value in scan.items() if value is None and flag != "--physics-iterations"]
         if missing:
             raise CLIError(f"--physics needs the scan's {', '.join(missing)} (e.g. --scan-axis x --gradient 5.7 "
                            "--spacing 0.25)")
         geometry = ScanGeometry(args.scan_axis, args.gradient, args.spacing)
     elif any(value is not None for value in scan.values()):
-        raise CLIError("--scan-axis, --gradient and --spacing describe the scan for --physics; add --physics")
+        given = ", ".join(flag for flag, value in scan.items() if value is not None)
+        raise CLIError(f"{given}: these describe the scan for --physics; add --physics")
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
                         normalise=args.normalise, device=args.device, overwrite=args.overwrite,
                         skip_existing=args.skip_existing, slice_axis=args.slice_axis, physics=geometry,
-                        physics_iterations=args.physics_iterations)
+                        physics_iterations=args.physics_iterations or 100)
     clipped = sum(1 for w in written if w.clipped)
     note = f" ({clipped} with clipped pixels, listed above)" if clipped else ""
     print(f"{len(written)} image(s) written to {args.out}{note}")

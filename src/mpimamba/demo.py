@@ -1,6 +1,6 @@
 """`mpimamba demo`: restore freshly simulated phantoms with the shipped model and show the result.
 
-The demo draws pairs from the same distribution the shipped model was trained on (`pretrained.PROTOCOL`)
+The demo draws pairs from the same distribution the model was trained on (`pretrained.protocol`)
 but from a seed space the training stream never touches (a distinct SeedSequence entropy), several
 phantoms of every category, restores them with the shipped model (or `--model`), and writes:
 - `OUT/demo.png`: one row per phantom, input | calibrated | target | error map;
@@ -18,7 +18,7 @@ import numpy as np
 
 from . import pretrained
 from .physics.pairs import make_pairs
-from .eval.quantitative import QUANTITIES, fit_line
+from .eval.quantitative import QUANTITIES, finite_mean, fit_line
 from .physics.phantoms import CATEGORIES
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
@@ -29,8 +29,8 @@ PER_CATEGORY = 2
 
 def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol=None):
     """[(category, index, lq, gt)]: `per_category` unseen pairs of every phantom category, reproducible,
-    from `protocol` (default: the shipped model's, `pretrained.PROTOCOL`)."""
-    protocol = protocol or pretrained.PROTOCOL
+    from `protocol` (default: the one the shipped model was trained on, `pretrained.protocol()`)."""
+    protocol = protocol or pretrained.protocol()
     pairs = []
     for c, category in enumerate(sorted(CATEGORIES)):
         rng = np.random.default_rng(np.random.SeedSequence([DEMO_ENTROPY, c]))
@@ -41,8 +41,7 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol
 
 
 def _mean(rows: list[dict], key: str) -> float:
-    values = np.array([r[key] for r in rows], np.float64)
-    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+    return finite_mean([r[key] for r in rows])
 
 
 def _cell(value: float, digits: int) -> str:
@@ -131,13 +130,15 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     model_path = Path(model_path) if model_path is not None else pretrained.model_path()
     restoration = Restoration(load_model(model_path))  # the path calibrate writes and evaluate scores
+    protocol = pretrained.protocol(model_path.with_suffix(".json"))  # the pairs of the model's own training
 
-    rows, figure_rows = score_pairs(restoration, demo_pairs(per_category=per_category))
+    rows, figure_rows = score_pairs(restoration, demo_pairs(per_category=per_category, protocol=protocol))
 
     table, mean = metrics_table(rows)
     header = (
         f"# mpimamba demo\n\nModel: `{model_path}`. {len(rows)} simulated pairs ({DEMO_SIZE}×{DEMO_SIZE}, "
-        f"{per_category} per phantom category, seeds never used in training), scored against the phantom "
+        f"{per_category} per phantom category, protocol `{protocol.name}`: {protocol.describe()}; seeds never "
+        "used in training), scored against the phantom "
         "(PSNR/SSIM with data range 1, nRMSE = RMSE / range of the target).\n\n"
     )
     save_rows(out / "demo.png", figure_rows, overwrite=overwrite)

@@ -26,7 +26,6 @@ result (to float rounding); for larger receptive fields the cosine ramp hides th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

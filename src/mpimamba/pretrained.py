@@ -1,8 +1,8 @@
 """The shipped model: where its weights live, what it was trained on, the recipe that makes it, its loader.
 
 The weights (`weights/mpi_mamba_small.safetensors` + `.json`) are MPI-Mamba `small`, trained by
-`experiments/default_model.py` on the simulated stream of `PROTOCOL`; the demo draws its unseen pairs
-from the same protocol. `install` is how the recipe puts a trained run into the package (atomically, so
+`experiments/default_model.py` on the simulated stream of `PROTOCOL`; the JSON records the protocol it
+was trained on (`protocol()`), and the demo draws its unseen pairs from that protocol. `install` is how the recipe puts a trained run into the package (atomically, so
 an interrupted install never leaves half a model), and the model card `docs/model-card.md` is generated
 from the installed model by `experiments/model_card.py`.
 """
@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .fileutil import atomic_path, write_text_atomic
-from .physics.protocols import PROTOCOLS
+from .fileutil import atomic_path
+from .physics.protocols import PROTOCOLS, Protocol
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_PATH = WEIGHTS_DIR / "mpi_mamba_small.safetensors"
 METHOD, PRESET = "mpi_mamba", "small"
-PROTOCOL = PROTOCOLS["shipped-v1"]  # the training data of the installed weights
+PROTOCOL = PROTOCOLS["default"]  # the recipe's training data (the installed model's own: `protocol()`)
+FIRST_PROTOCOL = PROTOCOLS["shipped-v1"]  # that of the first shipped model, whose JSON predates protocols
 RECIPE = "experiments/default_model.py"
 
 
@@ -39,12 +40,27 @@ def load(map_location="cpu"):
     return load_model(model_path(), map_location=map_location)
 
 
+def protocol(model_json: Path | None = None) -> Protocol:
+    """The protocol a model was trained on, from its JSON's training record (default: the shipped model's);
+    `FIRST_PROTOCOL` for a model whose record names none (the first shipped model predates protocols)."""
+    path = model_json or MODEL_PATH.with_suffix(".json")
+    try:
+        training = json.loads(Path(path).read_text()).get("training", {})
+        return Protocol.from_dict(training["protocol"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return FIRST_PROTOCOL
+
+
 def install(run: Path, training: dict) -> Path:
-    """Copy RUN/model.safetensors into the package and write its JSON with the `training` record added."""
+    """Copy RUN/model.safetensors into the package and write its JSON with the `training` record added.
+
+    Both files are written to temporary names first and then renamed, one right after the other, so an
+    interruption leaves the old pair or the new one (but for the instant between the two renames).
+    """
     meta = json.loads((run / "model.json").read_text())
     meta["training"] = training
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    with atomic_path(MODEL_PATH) as tmp:
-        tmp.write_bytes((run / "model.safetensors").read_bytes())
-    write_text_atomic(MODEL_PATH.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    with atomic_path(MODEL_PATH) as weights_tmp, atomic_path(MODEL_PATH.with_suffix(".json")) as json_tmp:
+        weights_tmp.write_bytes((run / "model.safetensors").read_bytes())
+        json_tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return MODEL_PATH

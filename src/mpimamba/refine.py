@@ -45,10 +45,10 @@ class ScanGeometry:
     def __post_init__(self):
         if self.scan not in ("x", "z"):
             raise ValueError(f"scan axis must be 'x' or 'z', got {self.scan!r}")
-        for name in ("gradient", "spacing_mm"):
+        for name, flag in (("gradient", "--gradient"), ("spacing_mm", "--spacing")):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise ValueError(f"{name} ({flag}) must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,15 @@ class Forward:
 
 def noise_sigma(image: np.ndarray) -> float:
     """Gaussian noise level of an image from the median absolute deviation of neighbouring-pixel
-    differences (robust to the few pixels where the signal itself changes fast)."""
+    differences (robust to the few pixels where the signal itself changes fast). Pairs of pixels that
+    are both exactly zero are left out: a background clipped or thresholded to 0 carries no noise
+    to measure, and would make the estimate 0 (and the refinement fit the noise elsewhere)."""
     a = np.asarray(image, np.float64)
-    d = np.concatenate([np.diff(a, axis=0).ravel(), np.diff(a, axis=1).ravel()])
+    pairs = [(np.diff(a, axis=k), (a[1:] != 0) | (a[:-1] != 0) if k == 0 else (a[:, 1:] != 0) | (a[:, :-1] != 0))
+             for k in (0, 1)]
+    d = np.concatenate([diff[kept] for diff, kept in pairs])
+    if d.size == 0:
+        return 0.0
     mad = np.median(np.abs(d - np.median(d)))
     return float(1.4826 * mad / np.sqrt(2.0))  # differences of two samples carry twice the variance
 

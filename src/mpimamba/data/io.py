@@ -251,6 +251,9 @@ def _read_mdf(path: Path) -> tuple[np.ndarray, dict]:
         raise ValueError(f"{path}: /reconstruction/data has shape {data.shape}; MDF v2 stores frames x voxels x "
                          "channels (Q x P x S)")
     q, p, s = data.shape
+    if s != 1:  # squeezed, the channel axis would pass for an image axis and be restored as one
+        raise ValueError(f"{path}: /reconstruction/data has {s} channels (Q x P x S = {q} x {p} x {s}); "
+                         "mpimamba restores one channel: write each channel to its own file")
     nx, ny, nz = (int(n) for n in np.ravel(size)) if size is not None else (p, 1, 1)  # no size: a line
     if p != nx * ny * nz:
         raise ValueError(f"{path}: /reconstruction/data has {p} voxels but /reconstruction/size is {nx}x{ny}x{nz}")

@@ -10,7 +10,8 @@
                             names each pair's category (`mpimamba simulate` writes it)
     OUT/resolution.csv      FWHM and smallest resolved spacing along x and z, and the anisotropy z/x, of the
                             input, the target and every checkpoint, on the point-source chart of
-                            `eval.resolution` simulated with the dataset's protocol (from its manifest)
+                            `eval.resolution` simulated with the dataset's protocol (from its manifest;
+                            not for Lissajous protocols, whose blur is no single PSF)
     OUT/figures/MODEL/NAME.png   input | output | target | error map, per image and checkpoint
     OUT/figures/grid.png    the first few images x (input, each method's first checkpoint, target)
                             (images larger than FIGURE_PIXELS a side are shown subsampled; scores are
@@ -48,7 +49,7 @@ from ..train.config import RUNTIME_FIELDS, TrainConfig
 from . import resolution
 from .figures import save_comparison, save_grid, save_profiles
 from .metrics import CONVENTIONS, scores
-from .quantitative import LINEARITY, QUANTITIES, quantities
+from .quantitative import LINEARITY, QUANTITIES, finite_mean, quantities
 
 METRICS = ("psnr", "ssim", "nrmse")
 PER_IMAGE = (*METRICS, *QUANTITIES, *LINEARITY)  # every per-image column of scores.csv
@@ -101,12 +102,9 @@ def configuration(cfg: dict) -> str:
     training = cfg.get("training")
     if isinstance(training, dict):
         try:  # one form for configs of every version (old `synthetic` dicts become protocols)
-            training = TrainConfig.from_dict(training).to_dict()
-        except (TypeError, ValueError):
-            pass  # a recipe's own record (the shipped model's): compared as it is
-        if isinstance(training.get("protocol"), dict):  # a protocol is its fields, whatever its name
-            training["protocol"] = {k: v for k, v in training["protocol"].items() if k != "name"}
-        training = {k: v for k, v in training.items() if k not in SEED_INDEPENDENT}
+            training = TrainConfig.from_dict(training).identity(ignore=SEED_INDEPENDENT)
+        except (TypeError, ValueError):  # a recipe's own record (the shipped model's): compared as it is
+            training = {k: v for k, v in training.items() if k not in SEED_INDEPENDENT}
     if isinstance(training, dict) and {"method", "preset"} <= set(training):
         # what the user asked for; the model's own overrides may hold what training chose (a classical
         # method's fitted setting), which varies from seed to seed like weights do
@@ -184,11 +182,6 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def _nanmean(values) -> float:
-    values = np.asarray(values, np.float64)
-    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
-
-
 def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[dict]:
     """Per-image rows -> one row per `key` (by default the label): the mean over images per checkpoint
     (ignoring NaN: a quantity that does not apply to an image), then mean and sample std over checkpoints."""
@@ -199,7 +192,7 @@ def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[
     by_key: dict[tuple, list[dict[str, float]]] = defaultdict(list)
     n_images: dict[tuple, int] = {}
     for (*group, _), values in per_model.items():
-        by_key[tuple(group)].append({m: _nanmean(v) for m, v in values.items()})
+        by_key[tuple(group)].append({m: finite_mean(v) for m, v in values.items()})
         n_images[tuple(group)] = len(values["psnr"])
     table = []
     for group, means in by_key.items():
@@ -207,7 +200,7 @@ def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[
                      "images": n_images[group]}
         for m in PER_IMAGE:
             v = np.array([x[m] for x in means])
-            row[f"{m}_mean"] = _nanmean(v)
+            row[f"{m}_mean"] = finite_mean(v)
             row[f"{m}_std"] = float(np.nanstd(v, ddof=1)) if len(v) > 1 and np.isfinite(v).all() else ""
         table.append(row)
     return table
@@ -272,6 +265,8 @@ def _chart(manifest: dict) -> resolution.Chart | None:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k != "size"}
             pairs = PairConfig(**fields)
     except (TypeError, ValueError):
+        return None
+    if pairs.trajectory == "lissajous":  # no single PSF: the chart's PSF-model inputs are not this data's
         return None
     return resolution.make_chart(resolution.ChartSetting.of(pairs))
 
@@ -351,13 +346,13 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     for ckpt, restoration in zip(checkpoints, restorations):
         if chart is None:
             break
-        outputs = np.stack([restoration(image, name=f"resolution chart {n}")
+        charted = np.stack([restoration(image, name=f"resolution chart {n}")
                             for n, image in zip(chart.names, chart.inputs)])
-        resolved[ckpt.name] = {"label": ckpt.label, **resolution.measure(outputs, chart)}
+        resolved[ckpt.name] = {"label": ckpt.label, **resolution.measure(charted, chart)}
         if figures:
             dot = chart.names.index("dot")
             save_profiles(out / "figures" / "profiles" / f"{ckpt.name}.png",
-                          {"input": chart.inputs[dot], "output": outputs[dot], "target": chart.targets[dot]},
+                          {"input": chart.inputs[dot], "output": charted[dot], "target": chart.targets[dot]},
                           chart.setting.spacing_mm, title=f"{ckpt.name}: point source, {chart.setting.scan} scan",
                           overwrite=overwrite)
     del restorations
@@ -368,7 +363,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     for row in table:  # the resolution columns: mean over the label's checkpoints
         measured = [r for r in resolved.values() if r["label"] == row["method"]]
         for c in resolution.COLUMNS:
-            row[c] = _nanmean([r[c] for r in measured]) if measured else float("nan")
+            row[c] = finite_mean([r[c] for r in measured]) if measured else float("nan")
     write_text_atomic(out / "table.csv", _csv(table, list(table[0])))
     write_text_atomic(out / "table.md", _markdown(table, convention, split))
     if chart is not None:

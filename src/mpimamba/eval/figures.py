@@ -125,7 +125,7 @@ def save_profiles(
             ax.plot(offsets, profile / max(profile.max(), 1e-12), label=name, lw=1.2,
                     drawstyle="steps-mid" if name == "target" else "default")
         ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
-        ax.set_xlim(-4, 4)
+        ax.set_xlim(-min(c * spacing_mm, 8.0), min(c * spacing_mm, 8.0))  # wide enough for 4 T/m's 4.9 mm FWHM
         ax.set_xlabel(f"offset along {axis} (mm)", fontsize=9)
         ax.set_title(f"profile along {axis}", fontsize=9)
         ax.tick_params(labelsize=8)

@@ -42,7 +42,12 @@ def _array(a) -> np.ndarray:
         if a.dtype == torch.bfloat16:  # numpy has no bfloat16
             a = a.float()
         return a.cpu().numpy()
-    return np.asarray(a)
+    return np.asanyarray(a)  # keeps the _Codes marking of the authors' convention
+
+
+class _Codes(np.ndarray):
+    """uint8 codes k of the authors' convention, read as k / 255: marked by type, not by dtype, so that a
+    caller's own uint8 images are never silently rescaled."""
 
 
 def _batch(out, gt) -> tuple[np.ndarray, np.ndarray, str, torch.device | None]:
@@ -69,7 +74,7 @@ def _result(values: list[float], kind: str, device):
 
 def _float64(band: np.ndarray) -> np.ndarray:
     """A band of rows in float64 (8-bit codes of the authors' convention as k / 255)."""
-    if band.dtype == np.uint8:
+    if isinstance(band, _Codes):
         return band.astype(np.float64) / _CODE_LEVELS
     return band.astype(np.float64)
 
@@ -171,7 +176,7 @@ def _codes(image) -> np.ndarray:
     step = _rows(flat.shape[0], flat.shape[1], 2)
     for r in range(0, flat.shape[0], step):
         codes[r:r + step] = np.round(np.clip(flat[r:r + step].astype(np.float64), 0, 1) * _CODE_LEVELS)
-    return codes.reshape(a.shape)
+    return codes.reshape(a.shape).view(_Codes)
 
 
 def quantise_8bit(image):

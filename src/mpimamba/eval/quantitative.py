@@ -10,7 +10,8 @@ the image (no filled region, fewer than three dots).
                         when it comes back as an outline (hollow).
     negative fraction   share of pixels below zero (concentrations cannot be negative).
     linearity           on a sensitivity phantom (dots of graded concentration): each dot's mean in the
-                        output against its mean in the target, both over the dot eroded by one pixel; the
+                        output against its mean in the target, both over the dot (target above 0.1 % of
+                        its peak) eroded by one pixel; the
                         least-squares line through the dots gives slope, intercept and R². An image is
                         linear in the concentration when R² ≈ 1 and, with both images on the same scale,
                         the slope ≈ 1.
@@ -24,8 +25,16 @@ from scipy import ndimage
 FILLED = 0.25  # a pixel is "filled" at >= this share of the target's maximum
 ERODE = 3  # pixels removed from the edge of filled regions: the blur at edges is resolution, not fill
 DOT_ERODE = 1
+DOT_LEVEL = 1e-3  # a sensitivity dot is where the target exceeds this share of its peak
 QUANTITIES = ("mass_ratio", "interior_fill", "negative_fraction")
 LINEARITY = ("linearity_slope", "linearity_r2")
+
+
+def finite_mean(values) -> float:
+    """The mean of the finite values (a quantity that does not apply to an image is NaN); NaN if none."""
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    return float(values[finite].mean()) if finite.any() else float("nan")
 
 
 def _check(out: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,21 +72,26 @@ def negative_fraction(out) -> float:
     return float(np.mean(np.asarray(out) < 0))
 
 
-def dot_means(out, gt, erode: int = DOT_ERODE) -> tuple[np.ndarray, np.ndarray]:
-    """(target means, output means) over each dot (connected region of target > 0), eroded by `erode`.
-
-    Dots that vanish under the erosion are measured unshrunk, so faint small dots still count.
-    """
+def dot_means(out, gt, erode: int = DOT_ERODE, level: float = DOT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """(target means, output means) over each dot (connected region of target > `level` of its peak: a
+    sensitivity phantom's faintest dot is 1/256 of the brightest, and a blurred or noisy target is above
+    zero everywhere), eroded by `erode` pixels. Dots that vanish under the erosion are measured unshrunk,
+    so faint small dots still count."""
     out, gt = _check(out, gt)
-    labels, count = ndimage.label(gt > 0)
-    true, restored = [], []
-    for k in range(1, count + 1):
-        dot = labels == k
-        core = ndimage.binary_erosion(dot, iterations=erode) if erode > 0 else dot
-        region = core if core.any() else dot
-        true.append(gt[region].mean(dtype=np.float64))
-        restored.append(out[region].mean(dtype=np.float64))
-    return np.array(true), np.array(restored)
+    peak = float(gt.max())
+    if peak <= 0:
+        return np.zeros(0), np.zeros(0)
+    labels, count = ndimage.label(gt > level * peak)
+    if count == 0:
+        return np.zeros(0), np.zeros(0)
+    index = np.arange(1, count + 1)
+    eroded = ndimage.binary_erosion(labels > 0, iterations=erode) if erode > 0 else labels > 0
+    core_of = np.where(eroded, labels, 0)  # each remaining pixel keeps its dot's label
+    kept = np.asarray(ndimage.sum(eroded, labels, index)) > 0
+    regions = np.where(np.isin(labels, index[~kept]), labels, core_of)  # vanished dots: measured unshrunk
+    true = np.asarray(ndimage.mean(gt.astype(np.float64), regions, index))
+    restored = np.asarray(ndimage.mean(out.astype(np.float64), regions, index))
+    return true, restored
 
 
 def linearity(out, gt) -> dict[str, float]:

@@ -58,10 +58,14 @@ class PairConfig:
                 raise ValueError(f"PairConfig.{name} must be one of {allowed}, got {value!r}")
         if self.trajectory == "lissajous" and self.model != "xspace":
             raise ValueError("PairConfig: a Lissajous trajectory needs the time-domain model (model='xspace')")
+        if self.trajectory == "lissajous" and self.target == "isotropic":
+            raise ValueError("PairConfig: target 'isotropic' (the mean of an x and a z scan) needs Cartesian scans; "
+                             "a Lissajous scan has no scan axis")
         for name in ("gradient", "spacing_mm"):
             if self.model == "xspace" and not np.isscalar(getattr(self, name)):
+                flag = {"gradient": "--gradient G", "spacing_mm": "--spacing MM"}[name]
                 raise ValueError(f"PairConfig: the xspace model builds one operator per protocol, so it needs a "
-                                 f"single {name}, got the range {getattr(self, name)!r}")
+                                 f"single {name}, got the range {getattr(self, name)!r} (pass {flag})")
         for name in ("gradient", "concentration", "spacing_mm"):
             _check_range(name, getattr(self, name), lambda v: v > 0, "positive")
         _check_range("background", self.background, lambda v: v >= 0, "non-negative")

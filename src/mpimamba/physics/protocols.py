@@ -8,10 +8,10 @@ name (`--protocol NAME`) and change single fields with the same flags; manifests
 `Protocol.to_dict()`, and `Protocol.from_dict` gives back an equal object (ranges stay tuples).
 
 Named protocols (`PROTOCOLS`):
-- `default`: what users scan, broadly (DESIGN §2): x and z scans, 5–12 T/m, 0.2–0.5 mm pixels,
+- `default`: what users scan, broadly: x and z scans, 5–12 T/m, 0.2–0.5 mm pixels,
   SNR 15–45 dB, concentration 0.3–1, background offsets up to 5 %, every phantom category, simulated on
   128-px canvases.
-- `authors`: the authors' own simulation (DESIGN §2): the time-domain x-space model with their Lissajous
+- `authors`: the authors' own simulation: the time-domain x-space model with their Lissajous
   trajectory (25 / 24.75 kHz) over a 120-px field of view of 0.25 mm pixels (±15 mm), 9 T/m (their other
   setting: `--gradient 6`), SNR 30–40 dB (our choice: the paper gives no number), every phantom category
   (the authors used binary shapes, characters and digits). Slow to start: the operator is 570 MB.
@@ -48,7 +48,7 @@ class Protocol:
         if not 0.0 <= self.xspace_fraction <= 1.0:
             raise ValueError(f"Protocol.xspace_fraction must lie in [0, 1], got {self.xspace_fraction}")
         if self.xspace_fraction > 0:
-            self.xspace_pairs  # the x-space constraints (one gradient, one spacing) are checked now
+            _ = self.xspace_pairs  # building it checks the x-space constraints (one gradient, one spacing) now
 
     @property
     def xspace_pairs(self) -> PairConfig:
@@ -60,8 +60,9 @@ class Protocol:
         if not changes:
             return self
         own = {k: changes.pop(k) for k in ("canvas", "xspace_fraction") if k in changes}
-        changed = sorted([*own, *changes])
-        return dataclasses.replace(self, name=f"{self.name} (changed: {', '.join(changed)})",
+        base, _, earlier = self.name.partition(" (changed: ")  # a protocol changed again names each field once
+        changed = sorted({*own, *changes, *(earlier.rstrip(")").split(", ") if earlier else ())})
+        return dataclasses.replace(self, name=f"{base} (changed: {', '.join(changed)})",
                                    pairs=dataclasses.replace(self.pairs, **changes), **own)
 
     def describe(self) -> str:

@@ -1,6 +1,6 @@
 """Training settings as one typed dataclass that round-trips through JSON.
 
-Defaults are the authors' released settings (DESIGN.md §3): AdamW lr 2e-4, weight decay 1e-4,
+Defaults are the authors' released settings: AdamW lr 2e-4, weight decay 1e-4,
 betas (0.9, 0.999), lr constant for the first half of each phase then cosine towards 1e-6,
 gradient-norm clipping 0.01, batch 32, patch 64, seed 101, 100k iterations per phase.
 """
@@ -74,6 +74,12 @@ class TrainConfig:
         if self.physics_weight > 0 and self.data is not None:
             raise ValueError("the physics-consistency term needs each pair's scan geometry, which only a simulated "
                              "stream (--synthetic) knows; a paired folder does not record it")
+        if self.physics_weight > 0 and self.protocol.pairs.trajectory == "lissajous":
+            raise ValueError("--physics-weight: the pairs of a Lissajous protocol have no single PSF, so the term "
+                             "would be 0 for every pair; use a Cartesian protocol (e.g. --protocol default)")
+        if self.protocol is not None and self.protocol.canvas is not None and self.protocol.canvas < self.patch:
+            raise ValueError(f"the protocol's canvas ({self.protocol.canvas} px) is smaller than the patch "
+                             f"({self.patch} px): pass --canvas {self.patch} or more, or a smaller --patch")
         if not float(self.ckpt_minutes) > 0:  # inf allowed, NaN not
             raise ValueError(f"ckpt_minutes must be a positive number of minutes, got {self.ckpt_minutes}")
         if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:
@@ -114,12 +120,16 @@ class TrainConfig:
         The one "same run?" check: resume refuses a checkpoint, and the experiments a finished run, when
         this is not empty. Protocols compare by their fields, not by their names.
         """
-        mine, theirs = self.to_dict(), other.to_dict()
-        for d in (mine, theirs):
-            if d["protocol"] is not None:
-                d["protocol"] = {k: v for k, v in d["protocol"].items() if k != "name"}
-        return [f"{k}: run has {mine[k]!r}, got {theirs[k]!r}" for k in mine
-                if k not in RUNTIME_FIELDS and mine[k] != theirs[k]]
+        mine, theirs = self.identity(), other.identity()
+        return [f"{k}: run has {mine[k]!r}, got {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+    def identity(self, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> dict[str, Any]:
+        """The settings that decide what a run computes, JSON-ready: all but `ignore`, the protocol by its
+        fields (its name is a label)."""
+        d = self.to_dict()
+        if d["protocol"] is not None:
+            d["protocol"] = {k: v for k, v in d["protocol"].items() if k != "name"}
+        return {k: v for k, v in d.items() if k not in ignore}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

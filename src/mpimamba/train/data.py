@@ -26,7 +26,9 @@ StreamFactory = Callable[[int], IterableDataset]
 
 
 def derive_seed(*parts: int) -> int:
-    """Mix integers into one well-spread 63-bit seed (so seed+1 and phase+1 never collide)."""
+    """Mix integers into one well-spread 63-bit seed (so seed+1 and phase+1 never collide). numpy's
+    SeedSequence ignores trailing zeros, so (s, p) and (s, p, 0) give the same seed: every call site
+    passes a fixed number of parts, which keeps them apart."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 

@@ -43,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -326,6 +327,29 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         distributed.teardown(ctx)
 
 
+def _check_deconvolution_scan(cfg: TrainConfig, model: Restorer) -> None:
+    """A deconvolution assumes one known scan: the protocol's pairs must be that scan, or the fit (and every
+    score after it) would judge the method on pairs blurred by other PSFs."""
+    pairs = cfg.protocol.pairs if cfg.protocol is not None else None
+    if pairs is None:
+        return  # a paired folder: its scan is the user's to match with --override
+    if pairs.trajectory == "lissajous":
+        raise ValueError(f"{cfg.method} deconvolves a Cartesian scan's PSF; protocol {cfg.protocol.name!r} uses a "
+                         "Lissajous trajectory")
+    wanted = {"drive": pairs.scan, "gradient": pairs.gradient, "spacing_mm": pairs.spacing_mm}
+    if not all(isinstance(v, str) and v in ("x", "z") or np.isscalar(v) for v in wanted.values()):
+        raise ValueError(f"{cfg.method} deconvolves one known scan, but protocol {cfg.protocol.name!r} mixes scans "
+                         f"(scan {pairs.scan!r}, gradient {pairs.gradient}, spacing {pairs.spacing_mm}); choose one, "
+                         "e.g. --protocol authors-psf, or --scan x --gradient 9 --spacing 0.25")
+    have = {k: getattr(model, k) for k in wanted}
+    if have["drive"] != wanted["drive"] or not np.allclose([have["gradient"], have["spacing_mm"]],
+                                                           [wanted["gradient"], wanted["spacing_mm"]]):
+        raise ValueError(f"{cfg.method} is set to deconvolve drive {have['drive']}, {have['gradient']:g} T/m, "
+                         f"{have['spacing_mm']:g} mm, but the protocol scans drive {wanted['drive']}, "
+                         f"{wanted['gradient']:g} T/m, {wanted['spacing_mm']:g} mm: add --override drive=... "
+                         "--override gradient=... --override spacing_mm=... to match")
+
+
 def _fit_training_free(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, val: list, run: Path) -> Restorer:
     """Deconvolution methods have one setting and no weights: pick it on the validation pairs (the rule is
     in models.classical.deconvolution) and save the model like a trained one, with the scores of every
@@ -374,6 +398,8 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.train()
+    if not model.phases:
+        _check_deconvolution_scan(cfg, model)
     if data is None:
         # a training-free method (models.classical) is fitted on validation pairs alone, cheaply: use more
         data_cfg = cfg if model.phases else dataclasses.replace(cfg, val_images=max(cfg.val_images, FIT_PAIRS))
