@@ -4,6 +4,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -640,3 +641,42 @@ def test_a_bad_override_is_one_line_and_leaves_an_existing_run_alone(tmp_path, m
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mpimamba train: error: --override {'depth': 3} does not fit tinyconv")
     assert _files(run) == before  # --overwrite cleared nothing: the settings failed first
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+def test_misleading_messages_now_say_what_the_file_is(tmp_path):
+    """Random bytes named .npy, a TIFF named .png, an object array, a non-font --font: one line that says
+    what the file is (or is not), never numpy's "load it unsafely" or Pillow's mode names."""
+    import tifffile
+
+    from mpimamba.data.io import read_image
+
+    (tmp_path / "noise.npy").write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(ValueError, match="not a NPY file"):
+        read_image(tmp_path / "noise.npy")
+    tifffile.imwrite(tmp_path / "scan.png", np.ones((8, 8), np.float32))
+    with pytest.raises(ValueError, match="holds TIFF data although it is named .png"):
+        read_image(tmp_path / "scan.png")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="never unpickles"):
+        read_image(tmp_path / "objects.npy")
+    (tmp_path / "font.ttf").write_text("not a font")
+    from mpimamba.physics.phantoms import glyphs
+
+    with pytest.raises(ValueError, match="not a TrueType/OpenType font"):
+        glyphs(tmp_path / "font.ttf")
+
+
+def test_constant_target_has_no_nrmse_and_symlinked_folders_are_followed(tmp_path):
+    from mpimamba.calibrate import plan_outputs
+    from mpimamba.data.io import write_image
+    from mpimamba.eval.metrics import nrmse
+
+    assert np.isnan(nrmse(np.zeros((16, 16)), np.full((16, 16), 0.5)))  # not inf
+    real = tmp_path / "real" / "deep"
+    write_image(real / "a.tif", np.ones((8, 8), np.float32))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "loop").symlink_to(tmp_path / "in")  # a cycle: entered once
+    pairs = plan_outputs([tmp_path / "in"], tmp_path / "out")
+    assert [dst.relative_to(tmp_path / "out").as_posix() for _, dst in pairs] == ["linked/deep/a.tif"]

@@ -16,6 +16,8 @@ as a 2-D image is. An output written in another format than its input's gets tha
 
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 
@@ -39,6 +41,20 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def _files_below(folder: Path) -> list[Path]:
+    """Every file below `folder`, following symlinked subfolders (a lab's data tree is often linked
+    together) but entering each real folder once, so a link cycle cannot loop."""
+    seen, files = set(), []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files += [Path(root) / n for n in names if (Path(root) / n).is_file()]
+    return files
+
+
 def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, Path]]:
     """(input file, output file) pairs for files and folders (recursively); checks for clashes.
 
@@ -54,7 +70,7 @@ def plan_outputs(inputs: list[str | Path], out: str | Path) -> list[tuple[Path, 
     pairs: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+            found = sorted(p for p in _files_below(item) if p.suffix.lower() in SUFFIXES
                            and not _is_temporary(p) and not _inside(p, out))
             if not found:
                 raise ValueError(f"folder {item} holds no images ({', '.join(SUFFIXES)})")
@@ -160,7 +176,8 @@ def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normal
             image, info = read_image_with_info(src)
             restored = restore_slices(restoration, image, slice_axis, name=str(src))
         except (ValueError, OSError) as err:  # an unreadable or unusable input: skip it, say so at the end
-            failed.append((src, str(err).splitlines()[0] if str(err) else type(err).__name__))
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            failed.append((src, reason.removeprefix(f"{src}: ")))  # listed as "FILE: reason" already
             continue
         written.append(write_image_with_info(dst, restored, info, overwrite=overwrite))
         if written[-1].clipped:

@@ -204,7 +204,13 @@ def _tiff_metadata(tif, page) -> dict:
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
-    return np.load(path, allow_pickle=False), {}
+    try:
+        return np.load(path, allow_pickle=False), {}
+    except ValueError as err:
+        if "pickle" in str(err):  # numpy suggests loading it unsafely: never for a file someone sent
+            raise ValueError(f"{path}: holds Python objects, not a numeric image array (mpimamba never "
+                             "unpickles a file)") from err
+        raise
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, dict]:
@@ -353,12 +359,37 @@ def _checked(array, path: Path, max_ndim: int) -> np.ndarray:
     return squeezed
 
 
+# the first bytes of each format, to tell a mislabelled or corrupt file from one the reader cannot parse
+_SIGNATURES = {"TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "PNG": (b"\x89PNG\r\n\x1a\n",),
+               "NPY": (b"\x93NUMPY",), "NPZ": (b"PK\x03\x04", b"PK\x05\x06"), "HDF5": (b"\x89HDF\r\n\x1a\n",)}
+_SIGNATURE_OF = {**dict.fromkeys(TIFF_SUFFIXES, "TIFF"), ".png": "PNG", ".npy": "NPY", ".npz": "NPZ",
+                 **dict.fromkeys(HDF5_SUFFIXES, "HDF5")}
+
+
+def _check_signature(path: Path, suffix: str) -> None:
+    """Refuse a file whose first bytes are not its suffix's format, saying what it is when we can tell."""
+    wanted = _SIGNATURE_OF.get(suffix)
+    if wanted is None:
+        return  # DICOM: its reader says so itself
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if any(head.startswith(sig) for sig in _SIGNATURES[wanted]):
+        return
+    actual = next((name for name, sigs in _SIGNATURES.items() if any(head.startswith(sig) for sig in sigs)), None)
+    if actual is not None:
+        raise ValueError(f"{path}: the file holds {actual} data although it is named {path.suffix}; rename it "
+                         "to the suffix of its format")
+    raise ValueError(f"{path}: not a {wanted} file (it does not start with a {wanted} header): corrupt, or of "
+                     "another format")
+
+
 def read_image_with_info(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     """Read a 2-D image or a 3-D stack as float32 values (module docstring) and how the file stored them."""
     path = Path(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} not found")
+    _check_signature(path, suffix)
     try:
         stored, fields = _READERS[suffix](path)
     except ImportError:

@@ -155,7 +155,8 @@ def ssim(out, gt, data_range: float = 1.0):
 
 
 def nrmse(out, gt, normalise_by: str = "target"):
-    """RMSE divided by the range of the target ("target", DESIGN §5) or of the output ("output", authors)."""
+    """RMSE divided by the range of the target ("target", ours) or of the output ("output", the authors');
+    NaN where that range is 0 (a constant image has no range to normalise by)."""
     if normalise_by not in ("target", "output"):
         raise ValueError(f"normalise_by must be 'target' or 'output', got {normalise_by!r}")
     x, y, kind, device = _batch(out, gt)
@@ -163,8 +164,7 @@ def nrmse(out, gt, normalise_by: str = "target"):
     for xi, yi, mse in zip(x, y, _mse(x, y)):
         ref = yi if normalise_by == "target" else xi
         span = float(_float64(ref.max(keepdims=True))[0, 0, 0]) - float(_float64(ref.min(keepdims=True))[0, 0, 0])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values.append(float(np.sqrt(np.float64(mse)) / np.float64(span)))
+        values.append(float(np.sqrt(np.float64(mse)) / span) if span > 0 else float("nan"))
     return _result(values, kind, device)
 
 

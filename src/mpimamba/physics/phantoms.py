@@ -165,7 +165,10 @@ def glyphs(font_path: str | Path, characters: str = string.digits + string.ascii
         raise FileNotFoundError(f"font file {path} not found (expected a TrueType/OpenType font)")
     if not characters:
         raise ValueError("glyphs: `characters` must not be empty")
-    ImageFont.truetype(str(path), 12)  # fail now, not in a DataLoader worker, if it is not a font
+    try:
+        ImageFont.truetype(str(path), 12)  # fail now, not in a DataLoader worker, if it is not a font
+    except OSError as err:
+        raise ValueError(f"{path} is not a TrueType/OpenType font file ({err})") from None
 
     def draw_glyphs(rng: np.random.Generator, size: int) -> np.ndarray:
         img, draw = _canvas(size)
