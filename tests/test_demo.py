@@ -35,6 +35,10 @@ def test_shipped_model_sharpens_unseen_phantoms(tmp_path):
 
     assert pretrained.model_path().stat().st_size < 20e6  # the shipped model stays small
     mean = run_demo(tmp_path)
-    assert mean["psnr_out"] - mean["psnr_in"] >= 6.0
-    assert mean["ssim_out"] - mean["ssim_in"] >= 0.15
+    # the shipped model (v2) measured +11.9 dB, +0.776 SSIM, mass ratio 1.08 and interior fill 1.11 on these
+    # 10 pairs (v1: +9.5 dB, +0.686, 0.63, 0.71): thresholds with margin
+    assert mean["psnr_out"] - mean["psnr_in"] >= 10.0
+    assert mean["ssim_out"] - mean["ssim_in"] >= 0.65
     assert mean["nrmse_out"] < mean["nrmse_in"]
+    assert 0.85 <= mean["mass_ratio_out"] <= 1.3  # the tracer is neither lost nor doubled
+    assert mean["interior_fill_out"] >= 0.85  # filled regions come back filled, not as outlines

@@ -52,6 +52,16 @@ def wrap(module: nn.Module, ctx: Context, find_unused: bool) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
+def any_rank(ctx: Context, flag: bool) -> bool:
+    """True on every rank when `flag` is true on any: a decision to stop (Ctrl-C, a diverged loss) must be
+    taken by all ranks at the same step, or those still stepping wait in the next all-reduce forever."""
+    if ctx.world == 1:
+        return flag
+    agreed = torch.tensor([1 if flag else 0], dtype=torch.int32, device=ctx.device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return bool(agreed.item())
+
+
 def barrier(ctx: Context) -> None:
     if ctx.world > 1:
         dist.barrier()

@@ -141,14 +141,15 @@ class _Checkpoints:
 
     def save(self, model: Restorer, opt, sched, phase_index: int, step: int) -> None:
         if self.at != (phase_index, step):
+            # never save weights that are not finite (under DDP a non-finite loss on another rank reaches
+            # them through the averaged gradients a step before this rank's loss shows it); every rank
+            # holds the same weights, so every rank sees this and stops together
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                at = self.at
+                raise TrainingDiverged(model.phases[phase_index], step, float("nan"), self.cfg.lr,
+                                       (model.phases[at[0]], at[1]) if at is not None else None,
+                                       what="the weights became")
             if self.is_main:
-                # under DDP a non-finite loss on another rank reaches these weights through the averaged
-                # gradients one step before this rank's loss shows it: never save such weights
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                    at = self.at
-                    raise TrainingDiverged(model.phases[phase_index], step, float("nan"), self.cfg.lr,
-                                           (model.phases[at[0]], at[1]) if at is not None else None,
-                                           what="the weights became")
                 _save_checkpoint(self.run, model, opt, sched, self.cfg, phase_index, step)
             self.at = (phase_index, step)
         self._since = _clock()
@@ -477,7 +478,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
     try:
         tick = time.perf_counter()
         for step in range(start, cfg.steps):
-            if stop.requested is not None:
+            if distributed.any_rank(ctx, stop.requested is not None):  # every rank stops at this step
                 stop_here(step)
             lq, gt, *geometry = next(stream)  # (B, C, H, W) each; geometry (B, 2) with the physics term
             lq, gt = lq.to(ctx.device, non_blocking=True), gt.to(ctx.device, non_blocking=True)
@@ -494,9 +495,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             sched.step()
             loss_value = loss.item()
             done = step + 1
-            if not math.isfinite(loss_value):
-                # checked after the step, as every rank is: the gradients are averaged, so a non-finite loss
-                # on any rank makes every rank's next loss non-finite and all of them stop within one step
+            if distributed.any_rank(ctx, not math.isfinite(loss_value)):  # every rank stops at this step
                 at = checkpoints.at
                 raise TrainingDiverged(phase, done, loss_value, cfg.lr,
                                        (model.phases[at[0]], at[1]) if at is not None else None)
@@ -510,10 +509,12 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                     val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
                           val_psnr=val_psnr)
-                if checkpoints.due(done):
-                    checkpoints.save(model, opt, sched, pi, done)
+            # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
+            # the wall-clock rule differs from rank to rank by the moments their clocks are read
+            if distributed.any_rank(ctx, checkpoints.due(done)):
+                checkpoints.save(model, opt, sched, pi, done)
             tick = time.perf_counter()  # validation and checkpoints do not count against the speed
-        if stop.requested is not None:
+        if distributed.any_rank(ctx, stop.requested is not None):
             stop_here(cfg.steps)  # the phase's end, checkpointed above
     finally:
         bar.close()
