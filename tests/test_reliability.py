@@ -280,24 +280,10 @@ def _log_without_speed(run: Path) -> list[dict]:
 
 
 def _stream_that(after: int, action):
-    """A blob stream factory (as `train_helpers.blob_data`'s) that calls `action()` when pair `after` + 1
-    is drawn, counted over the whole run."""
+    """A blob stream factory that calls `action()` when pair `after` + 1 is drawn, counted over the whole run."""
     import train_helpers as th
 
-    drawn = [0]
-
-    def make(seed):
-        class Stream(th.BlobStream):
-            def __iter__(self):
-                for pair in super().__iter__():
-                    drawn[0] += 1
-                    if drawn[0] == after + 1:
-                        action()
-                    yield pair
-
-        return Stream(seed, 16)
-
-    return make
+    return th.watched_stream(lambda n: action() if n == after + 1 else None)
 
 
 def _ctrl_c():
@@ -425,21 +411,12 @@ def _timed_stream(now: list, minutes_per_pair: float, kill_at: int | None = None
     pair `kill_at` is drawn (counted over the whole run)."""
     import train_helpers as th
 
-    drawn = [0]
+    def tick(n: int) -> None:
+        if n == kill_at:
+            raise _Killed("simulated kill")
+        now[0] += 60.0 * minutes_per_pair
 
-    def make(seed):
-        class Stream(th.BlobStream):
-            def __iter__(self):
-                for pair in super().__iter__():
-                    drawn[0] += 1
-                    if drawn[0] == kill_at:
-                        raise _Killed("simulated kill")
-                    now[0] += 60.0 * minutes_per_pair
-                    yield pair
-
-        return Stream(seed, 16)
-
-    return make
+    return th.watched_stream(tick)
 
 
 def test_checkpoints_at_least_every_few_minutes_and_at_each_phase_end(tmp_path, monkeypatch):

@@ -46,20 +46,12 @@ class SimulatedKill(RuntimeError):
 
 def killing_stream(after: int):
     """A stream factory like `th.blob_data`'s that dies once `after` pairs have been drawn in total."""
-    drawn = [0]
 
-    def make(seed):
-        class Stream(th.BlobStream):
-            def __iter__(self):
-                for pair in super().__iter__():
-                    drawn[0] += 1
-                    if drawn[0] > after:
-                        raise SimulatedKill("simulated kill")
-                    yield pair
+    def kill(n: int) -> None:
+        if n > after:
+            raise SimulatedKill("simulated kill")
 
-        return Stream(seed, 16)
-
-    return make
+    return th.watched_stream(kill)
 
 
 class KillingFolder(PairedFolder):

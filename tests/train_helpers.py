@@ -41,6 +41,25 @@ class BlobStream(IterableDataset):
             yield blob_pair(g, self.size)
 
 
+def watched_stream(on_pair, size: int = 16):
+    """A blob stream factory (as `blob_data`'s) that calls `on_pair(n)` before yielding the n-th pair drawn,
+    n counted from 1 over the whole run (every stream the factory makes): the place to inject a kill, a
+    Ctrl-C or a clock tick at a known point of training."""
+    drawn = [0]
+
+    def make(seed):
+        class Stream(BlobStream):
+            def __iter__(self):
+                for pair in super().__iter__():
+                    drawn[0] += 1
+                    on_pair(drawn[0])
+                    yield pair
+
+        return Stream(seed, size)
+
+    return make
+
+
 def write_blob_folder(root: Path, counts=(12, 2), size: int = 24) -> Path:
     from mpimamba.data.io import write_image
 
