@@ -175,7 +175,7 @@ def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor
     patch can explain; the margin cuts the worst of it (the normal envelope's reach), the offset b the
     rest of the smooth tail.
     """
-    from .physics.pairs import _psf_spectra  # the cached, batched kernel spectra of the simulator
+    from .physics.pairs import psf_spectra  # the simulator's own batched kernel spectra: one PSF definition
 
     b, _, h, w = out.shape
     if h != w:
@@ -188,7 +188,7 @@ def consistency_loss(out: torch.Tensor, lq: torch.Tensor, geometry: torch.Tensor
         if not sel.any():
             continue
         blur = geometry[sel, 1].double().cpu().numpy()
-        spectra = _psf_spectra(h, "x" if is_x else "z", np.ones_like(blur), blur).to(out.device)  # (n|1, 2P, P+1)
+        spectra = psf_spectra(h, "x" if is_x else "z", np.ones_like(blur), blur).to(out.device)  # (n|1, 2P, P+1)
         ax = fft_convolve(out[sel, 0], spectra)  # (n, P, P)
         y = lq[sel, 0]
         inner = (slice(None), slice(margin, h - margin), slice(margin, w - margin))

@@ -118,7 +118,7 @@ def _fixed_spectrum(size: int, drive: str, spacing_mm: float, gradient: float) -
     return kernel_spectrum(psf_kernel((size, size), drive, spacing_mm, gradient))  # (2S, S+1)
 
 
-def _psf_spectra(size: int, drive: str, spacings: np.ndarray, gradients: np.ndarray) -> torch.Tensor:
+def psf_spectra(size: int, drive: str, spacings: np.ndarray, gradients: np.ndarray) -> torch.Tensor:
     """Kernel spectra for each pair's (spacing, gradient): (1, 2S, S+1) when all pairs agree (cached),
     else (N, 2S, S+1)."""
     if np.ptp(spacings) == 0 and np.ptp(gradients) == 0:
@@ -165,7 +165,7 @@ def _native(phantoms: np.ndarray, drives: np.ndarray, gradients: np.ndarray, spa
         if not sel.any():
             continue
         if config.model == "psf":
-            spectra = _psf_spectra(size, drive, spacings[sel], gradients[sel])
+            spectra = psf_spectra(size, drive, spacings[sel], gradients[sel])
             out[sel] = fft_convolve(torch.from_numpy(phantoms[sel]), spectra).numpy()  # one batched FFT
         else:  # PairConfig guarantees a single gradient and spacing for the x-space model
             operator = xspace_raster_operator(size, drive, float(spacings[0]), float(gradients[0]))
