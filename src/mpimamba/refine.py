@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .physics.psf import fft_convolve, kernel_spectrum, psf_kernel
+from .physics.psf import PSFForward, fft_convolve
 
 SUPPORT_LEVEL, SUPPORT_GROW = 0.05, 2
 
@@ -62,17 +62,13 @@ class Refinement:
     offset: float  # the final b
 
 
-class Forward:
-    """x -> A(x) for (H, W) images of one geometry (zero-padded FFT convolution); A is self-adjoint
-    because the x-space PSF is symmetric, h(−r) = h(r)."""
+class Forward(PSFForward):
+    """x -> A(x) for (H, W) images of one geometry: the simulator's PSF model; A is self-adjoint because the
+    x-space PSF is symmetric, h(−r) = h(r)."""
 
     def __init__(self, shape: tuple[int, int], geometry: ScanGeometry):
-        kernel = psf_kernel(shape, geometry.scan, geometry.spacing_mm, geometry.gradient)
-        self.spectrum = kernel_spectrum(kernel)
+        super().__init__(shape, geometry.scan, geometry.spacing_mm, geometry.gradient)
         self.norm2 = float(self.spectrum.abs().max()) ** 2  # ‖A‖² <= max |ĥ|²: a safe step size
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return fft_convolve(x, self.spectrum)
 
 
 def noise_sigma(image: np.ndarray) -> float:
