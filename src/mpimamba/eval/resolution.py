@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..physics.pairs import PairConfig
-from ..physics.psf import fft_convolve, kernel_spectrum, psf_kernel
+from ..physics.psf import PSFForward
 
 RAYLEIGH_DIP = 0.264
 CHART_SIZE = 64
@@ -87,8 +87,8 @@ def make_chart(setting: ChartSetting, size: int = CHART_SIZE) -> Chart:
     """Sources and their noise-free simulated inputs (each image divided by its maximum)."""
     names = _chart_names()
     targets = np.stack([_sources(n, size) for n in names])
-    spectrum = kernel_spectrum(psf_kernel((size, size), setting.scan, setting.spacing_mm, setting.gradient))
-    native = fft_convolve(torch.from_numpy(targets), spectrum[None]).numpy()
+    forward = PSFForward((size, size), setting.scan, setting.spacing_mm, setting.gradient)
+    native = forward(torch.from_numpy(targets)).numpy()
     inputs = (native / native.reshape(len(names), -1).max(axis=1)[:, None, None]).astype(np.float32)
     return Chart(tuple(names), targets, inputs, setting)
 
