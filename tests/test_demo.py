@@ -4,12 +4,12 @@ import pytest
 from mpimamba.cli import main
 from mpimamba.demo import demo_pairs
 from mpimamba.models import build, save_model
-from mpimamba.physics.phantoms import CATEGORIES
+from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
 
 
 def test_demo_pairs_cover_every_category_and_are_reproducible():
     first, second = demo_pairs(size=32, per_category=1), demo_pairs(size=32, per_category=1)
-    assert [category for category, _, _, _ in first] == sorted(CATEGORIES)
+    assert [category for category, _, _, _ in first] == sorted(DEFAULT_CATEGORIES)
     for (_, _, lq1, gt1), (_, _, lq2, gt2) in zip(first, second):
         assert np.array_equal(lq1, lq2) and np.array_equal(gt1, gt2)
         assert lq1.dtype == np.float32 and 0 <= lq1.min() and lq1.max() <= 1

@@ -47,3 +47,22 @@ def test_glyphs_from_font_file(tmp_path):
     assert a.dtype == np.float32 and a.max() == pytest.approx(1.0) and a.min() >= 0
     # usable through random_phantom as a category generator
     assert random_phantom(np.random.default_rng(2), 40, [gen]).shape == (40, 40)
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_points_stay_a_few_pixels_wide_on_any_canvas(size):
+    from scipy.ndimage import binary_erosion
+
+    rng = np.random.default_rng(3)
+    dots = CATEGORIES["points"](rng, size)
+    assert dots.max() == pytest.approx(1.0) and (dots > 0.2).sum() >= 3
+    # nothing survives three erosions: every structure is under ~6 px across, on the small canvas and the large
+    assert not binary_erosion(dots > 0.2, iterations=3).any()
+    # whereas a shape phantom scales with the canvas: its filled regions survive
+    assert binary_erosion(CATEGORIES["shape"](rng, size) > 0.2, iterations=3).any()
+
+
+def test_default_pool_leaves_points_out():
+    from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
+
+    assert set(DEFAULT_CATEGORIES) == set(CATEGORIES) - {"points"}

@@ -195,6 +195,23 @@ def test_patches_are_crops_of_whole_canvases():
         protocol.patches(np.random.default_rng(0), 64, 1)
 
 
+def test_a_canvas_range_draws_one_canvas_per_batch():
+    protocol = Protocol(pairs=PairConfig(categories=("shape", "points")), canvas=(24, 40))
+    assert protocol.canvas_range(16) == (24, 40) and protocol.typical_canvas(16) == 32
+    assert Protocol.from_dict(json.loads(json.dumps(protocol.to_dict()))).canvas == (24, 40)
+    assert "24–40-px canvases" in protocol.describe()
+    for seed in range(3):  # the batch is that of the single canvas the range drew first
+        side = int(np.random.default_rng(seed).integers(24, 41))
+        rng = np.random.default_rng(seed)
+        rng.integers(24, 41)
+        expected = dataclasses.replace(protocol, canvas=side).patches(rng, 16, 2)
+        np.testing.assert_array_equal(protocol.patches(np.random.default_rng(seed), 16, 2)[1], expected[1])
+    for bad in [(40, 24), (4, 40), (24, 40, 56), 32.5]:
+        with pytest.raises(ValueError, match="Protocol.canvas must be"):
+            Protocol(canvas=bad)
+    assert PROTOCOLS["multiscale"].canvas == (64, 256) and "points" in PROTOCOLS["multiscale"].pairs.categories
+
+
 def test_cli_protocol_flags_and_ranges(tmp_path):
     out = tmp_path / "d"
     assert main(["simulate", str(out), "--count", "10", "--size", "16", "--protocol", "authors-psf",
@@ -203,6 +220,12 @@ def test_cli_protocol_flags_and_ranges(tmp_path):
     assert protocol.pairs.gradient == (5.0, 7.0) and protocol.pairs.snr_db is None
     assert protocol.pairs.categories == ("shape", "mouse") and protocol.pairs.scan == "x"
     assert main(["simulate", str(tmp_path / "e"), "--count", "10", "--protocol", "nosuch"]) == 2
+    assert main(["simulate", str(tmp_path / "f"), "--count", "10", "--protocol", "multiscale", "--canvas", "16:24",
+                 "--categories", "points"]) == 0
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert manifest["protocol"]["canvas"] == [16, 24] and manifest["size"] == 16  # typical: 8·round(√(16·24)/8)
+    with pytest.raises(SystemExit):  # argparse: "expected whole pixels PX or LOW:HIGH"
+        main(["simulate", str(tmp_path / "g"), "--count", "10", "--canvas", "64.5"])
 
 
 def test_lissajous_protocol_images_with_the_authors_trajectory():

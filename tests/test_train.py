@@ -168,6 +168,24 @@ def test_two_phases_run_in_order_from_one_call(tmp_path):
     assert phases == [("phase1", s) for s in range(7)] + [("phase2", s) for s in range(7)]
 
 
+def test_fine_tuning_starts_from_given_weights_and_trains_only_the_chosen_phases(tmp_path):
+    first = train(config(tmp_path, "first", method="twophase", steps=4), data=th.blob_data())
+    cfg = config(tmp_path, "tuned", method="twophase", steps=4, init=str(tmp_path / "first"), phases=["phase2"])
+    assert TrainConfig.from_json(cfg.to_json()) == cfg and cfg.phases == ("phase2",)
+    tuned = train(cfg, data=th.blob_data())
+    start, final = first.state_dict(), tuned.state_dict()
+    assert torch.equal(final["first.weight"], start["first.weight"])  # phase 1 skipped: `first` as given
+    assert not torch.equal(final["second.weight"], start["second.weight"])  # phase 2 went on from `second`
+    assert {r["phase"] for r in read_log(Path(cfg.out))} == {"phase2"}
+
+    with pytest.raises(ValueError, match="no phase 'phase3'.*phase1, phase2"):
+        train(config(tmp_path, "bad", method="twophase", phases=["phase3"]), data=th.blob_data())
+    with pytest.raises(ValueError, match="--init .*same method"):  # another network's weights
+        train(config(tmp_path, "other", init=str(tmp_path / "first")), data=th.blob_data())
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train(config(tmp_path, "missing", init=str(tmp_path / "nowhere")), data=th.blob_data())
+
+
 def test_validation_psnr_scores_the_inference_output_in_every_phase():
     # TwoPhase's phase-1 output is `first(lq)` alone, as MPI-Mamba's phase 1 restores with the ground-truth
     # prior; val_psnr must score what the model deploys, through the restoration path calibrate writes

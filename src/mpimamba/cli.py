@@ -36,6 +36,15 @@ def _number_or_range(text: str):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def _canvas_sides(text: str):
+    """'128' -> 128; '64:256' -> (64, 256)."""
+    value = _number_or_range(text)
+    sides = value if isinstance(value, tuple) else (value,)
+    if not all(v == int(v) for v in sides):
+        raise argparse.ArgumentTypeError(f"expected whole pixels PX or LOW:HIGH, got {text!r}")
+    return tuple(int(v) for v in sides) if isinstance(value, tuple) else int(value)
+
+
 NOISE_FREE = "none"  # --snr none: kept as a string until the protocol is built (None means "flag not given")
 
 
@@ -48,7 +57,8 @@ def _add_protocol_options(p) -> None:
     g = p.add_argument_group("simulation protocol (mpimamba.physics.protocols; unset flags keep the protocol's value)")
     g.add_argument("--protocol", default=None, metavar="NAME",
                    help="named protocol: default (broad: x and z scans, 5-12 T/m, 0.2-0.5 mm, SNR 15-45 dB), "
-                        "authors (time-domain Lissajous x-space, 9 T/m), authors-psf, shipped-v1 (default: default)")
+                        "multiscale (default on 64-256 px canvases, with point sources), authors (time-domain Lissajous "
+                        "x-space, 9 T/m), authors-psf, shipped-v1 (default: default)")
     g.add_argument("--scan", choices=["x", "z", "random"], help="drive axis of the input")
     g.add_argument("--target", choices=["phantom", "isotropic"],
                    help="phantom: the concentration map; isotropic: mean of the x and z scans")
@@ -64,10 +74,11 @@ def _add_protocol_options(p) -> None:
     g.add_argument("--concentration", type=_number_or_range, metavar="C|LOW:HIGH",
                    help="concentration relative to the one at which --snr holds")
     g.add_argument("--categories", type=lambda t: tuple(t.split(",")), metavar="A,B,...",
-                   help="phantom categories (shape, resolution, vessel, sensitivity, mouse, glyphs)")
+                   help="phantom categories (shape, resolution, vessel, sensitivity, mouse, points, glyphs)")
     g.add_argument("--font", type=Path, default=None,
                    help="a TrueType font: adds phantoms of text glyphs in it to the categories")
-    g.add_argument("--canvas", type=int, help="side of the simulated training images cropped to patches (train)")
+    g.add_argument("--canvas", type=_canvas_sides, metavar="PX|LOW:HIGH",
+                   help="side of the simulated training images cropped to patches, or a range drawn per batch (train)")
     g.add_argument("--xspace-fraction", dest="xspace_fraction", type=float,
                    help="share of training pairs from the time-domain x-space model")
 
@@ -115,7 +126,7 @@ def _run_simulate(args) -> None:
     from .data.synthetic import write_dataset
 
     protocol = _protocol(args)
-    size = args.size if args.size is not None else (protocol.canvas or 128)
+    size = args.size if args.size is not None else (protocol.typical_canvas(128) if protocol.canvas else 128)
     if args.count < 1 or size < 8:
         raise CLIError(f"--count must be >= 1 and --size >= 8, got {args.count} and {size}")
     manifest = write_dataset(args.out, args.count, size, protocol, seed=args.seed, fmt=args.format,
@@ -141,6 +152,12 @@ def _add_train(sub) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="paired dataset folder ROOT/{train,val}/{lq,gt}")
     source.add_argument("--synthetic", action="store_true", help="train on pairs simulated on the fly (see --protocol)")
+    p.add_argument("--init", metavar="MODEL|shipped",
+                   help="fine-tune: start from these weights (a run folder or .safetensors of the same method and "
+                        "preset, or 'shipped' for the model inside the package) instead of fresh ones")
+    p.add_argument("--phases", type=lambda t: tuple(t.split(",")), metavar="P1,P2",
+                   help="train only these phases (MPI-Mamba: phase1, phase2; with --init, phase2 alone tunes every "
+                        "part inference uses); default: all")
     p.add_argument("--steps", type=int, help="optimiser steps per phase")
     p.add_argument("--batch", type=int, help="batch size per process")
     p.add_argument("--patch", type=int, help="training patch size in pixels")
@@ -185,7 +202,7 @@ def _run_train(args) -> None:
     from .physics.protocols import Protocol
     from .train import TrainConfig, train
 
-    given = {k: getattr(args, k) for k in ("method", "preset", "steps", "batch", "patch", "lr", "seed",
+    given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "label",
                                            "device", "workers")}
     given = {k: v for k, v in given.items() if v is not None}

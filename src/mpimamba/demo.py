@@ -19,7 +19,7 @@ import numpy as np
 from . import pretrained
 from .physics.pairs import make_pairs
 from .eval.quantitative import QUANTITIES, finite_mean, fit_line
-from .physics.phantoms import CATEGORIES
+from .physics.phantoms import DEFAULT_CATEGORIES
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
 DEMO_ENTROPY = 0x0DE3_0DE3_0DE3
@@ -32,7 +32,7 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol
     from `protocol` (default: the one the shipped model was trained on, `pretrained.protocol()`)."""
     protocol = protocol or pretrained.protocol()
     pairs = []
-    for c, category in enumerate(sorted(CATEGORIES)):
+    for c, category in enumerate(sorted(DEFAULT_CATEGORIES)):  # points: not in the demo (see DEFAULT_CATEGORIES)
         rng = np.random.default_rng(np.random.SeedSequence([DEMO_ENTROPY, c]))
         config = replace(protocol.pairs, categories=(category,))
         lq, gt = make_pairs(rng, config, size, per_category)

@@ -1,7 +1,7 @@
 """The shipped model: where its weights live, what it was trained on, the recipe that makes it, its loader.
 
 The weights (`weights/mpi_mamba_small.safetensors` + `.json`) are MPI-Mamba `small`, trained by
-`experiments/default_model.py` on the simulated stream of `PROTOCOL`; the JSON records the protocol it
+`experiments/default_model.py` on the simulated stream of `BASE_PROTOCOL`, then fine-tuned on `PROTOCOL`; the JSON records the protocol it
 was trained on (`protocol()`), and the demo draws its unseen pairs from that protocol. `install` is how the recipe puts a trained run into the package (atomically, so
 an interrupted install never leaves half a model), and the model card `docs/model-card.md` is generated
 from the installed model by `experiments/model_card.py`.
@@ -18,7 +18,9 @@ from .physics.protocols import PROTOCOLS, Protocol
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_PATH = WEIGHTS_DIR / "mpi_mamba_small.safetensors"
 METHOD, PRESET = "mpi_mamba", "small"
-PROTOCOL = PROTOCOLS["default"]  # the recipe's training data (the installed model's own: `protocol()`)
+# the recipe's training data: its base stage's, then its tune stage's (the installed model's own: `protocol()`)
+BASE_PROTOCOL = PROTOCOLS["default"]
+PROTOCOL = PROTOCOLS["multiscale"]
 FIRST_PROTOCOL = PROTOCOLS["shipped-v1"]  # that of the first shipped model, whose JSON predates protocols
 RECIPE = "experiments/default_model.py"
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .langevin import Particle
-from .phantoms import CATEGORIES, glyphs
+from .phantoms import CATEGORIES, DEFAULT_CATEGORIES, glyphs
 from .psf import fft_convolve, kernel_spectrum, psf, psf_kernel
 from .xspace import XSpaceOperator, lissajous, raster
 
@@ -46,7 +46,7 @@ class PairConfig:
     background: Range = 0.0  # constant offset, fraction of the unit-concentration peak
     concentration: Range = 1.0  # relative to the concentration at which snr_db holds
     spacing_mm: Range = 0.25  # pixel spacing; a range is sampled per pair (psf model only)
-    categories: tuple[str, ...] | None = None  # phantom categories (None = all of CATEGORIES, + "glyphs")
+    categories: tuple[str, ...] | None = None  # phantom categories (None = DEFAULT_CATEGORIES, + "glyphs")
     font: str | None = None  # a TrueType font file: adds the "glyphs" category (text in that font)
 
     def __post_init__(self):
@@ -87,7 +87,7 @@ def _glyph_generator(font: str):
 
 def _phantom_pool(config: PairConfig) -> list[str]:
     """The category names to draw phantoms from."""
-    return list(config.categories or (*CATEGORIES, *(["glyphs"] if config.font else [])))
+    return list(config.categories or (*DEFAULT_CATEGORIES, *(["glyphs"] if config.font else [])))
 
 
 def _phantom(rng: np.random.Generator, size: int, pool: list[str], config: PairConfig) -> tuple[str, np.ndarray]:

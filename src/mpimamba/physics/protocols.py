@@ -11,6 +11,11 @@ Named protocols (`PROTOCOLS`):
 - `default`: what users scan, broadly: x and z scans, 5–12 T/m, 0.2–0.5 mm pixels,
   SNR 15–45 dB, concentration 0.3–1, background offsets up to 5 %, every phantom category, simulated on
   128-px canvases.
+- `multiscale`: `default` on canvases of 64–256 px (drawn per batch, so that one network sees each
+  category's structures at several sizes in pixels: what a 64-px scan and a 256-px scan of the same
+  phantom show) plus the `points` category (1–3 px point sources and thin lines). The data of the shipped
+  model's fine-tuning stage (`pretrained`): `default` alone, on 128-px canvases, made the model worse on
+  64-px scans and on point sources than the first model trained at 64 px.
 - `authors`: the authors' own simulation: the time-domain x-space model with their Lissajous
   trajectory (25 / 24.75 kHz) over a 120-px field of view of 0.25 mm pixels (±15 mm), 9 T/m (their other
   setting: `--gradient 6`), SNR 30–40 dB (our choice: the paper gives no number), every phantom category
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .pairs import PairConfig, make_pairs
+from .phantoms import DEFAULT_CATEGORIES
 
 # PairConfig fields that may hold a (low, high) range or a tuple: JSON gives them back as lists
 _TUPLE_FIELDS = ("gradient", "snr_db", "background", "concentration", "spacing_mm", "categories")
@@ -39,16 +45,33 @@ _TUPLE_FIELDS = ("gradient", "snr_db", "background", "concentration", "spacing_m
 class Protocol:
     name: str = "custom"  # a label for provenance; the fields below define the pairs
     pairs: PairConfig = field(default_factory=PairConfig)
-    canvas: int | None = 128  # side of the simulated training images, cropped to patches; None = the patch size
+    # side of the simulated training images, cropped to patches: one size, a (low, high) range drawn per batch
+    # (uniform integers; structures of every category but `points` scale with it), or None = the patch size
+    canvas: int | tuple[int, int] | None = 128
     xspace_fraction: float = 0.0  # share of training pairs from the time-domain x-space model (Table 3)
 
     def __post_init__(self):
-        if self.canvas is not None and (not isinstance(self.canvas, int) or self.canvas < 8):
-            raise ValueError(f"Protocol.canvas must be an integer >= 8 or None, got {self.canvas!r}")
+        sides = self.canvas if isinstance(self.canvas, tuple) else (self.canvas,)
+        if self.canvas is not None and not (len(sides) in (1, 2) and all(isinstance(v, int) and v >= 8 for v in sides)
+                                            and sides[0] <= sides[-1]):
+            raise ValueError(f"Protocol.canvas must be an integer >= 8, a (low, high) pair of them or None, "
+                             f"got {self.canvas!r}")
         if not 0.0 <= self.xspace_fraction <= 1.0:
             raise ValueError(f"Protocol.xspace_fraction must lie in [0, 1], got {self.xspace_fraction}")
         if self.xspace_fraction > 0:
             _ = self.xspace_pairs  # building it checks the x-space constraints (one gradient, one spacing) now
+
+    def canvas_range(self, patch: int) -> tuple[int, int]:
+        """(smallest, largest) canvas side the training stream simulates for patches of `patch` px."""
+        if self.canvas is None:
+            return patch, patch
+        return self.canvas if isinstance(self.canvas, tuple) else (self.canvas, self.canvas)
+
+    def typical_canvas(self, patch: int) -> int:
+        """One side standing for the range (its geometric mean, a multiple of 8): validation sets and
+        `simulate`'s default size."""
+        low, high = self.canvas_range(patch)
+        return low if low == high else max(low, min(high, 8 * round((low * high) ** 0.5 / 8)))
 
     @property
     def xspace_pairs(self) -> PairConfig:
@@ -76,7 +99,8 @@ class Protocol:
         scan = "2-D Lissajous scans" if c.trajectory == "lissajous" else {"x": "x scans", "z": "z scans", "random": "x and z scans"}[c.scan]
         noise = "noise-free" if c.snr_db is None else f"SNR {span(c.snr_db, 'dB')}"
         cats = ", ".join(c.categories) if c.categories else "every phantom category"
-        canvas = f"{self.canvas}-px canvases cropped to patches" if self.canvas else "simulated at the patch size"
+        canvas = ("simulated at the patch size" if self.canvas is None else
+                  f"{span(self.canvas)}-px canvases cropped to patches")
         model = "PSF model" if c.model == "psf" else f"time-domain x-space model ({c.trajectory} trajectory)"
         text = (f"{model}, {scan}, {span(c.gradient, 'T/m')}, {span(c.spacing_mm, 'mm')} pixels, {noise}, "
                 f"concentration {span(c.concentration)}, background {span(c.background)} of the peak, {cats}, "
@@ -87,7 +111,8 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         pairs = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.pairs).items()}
-        return {"name": self.name, "canvas": self.canvas, "xspace_fraction": self.xspace_fraction, "pairs": pairs}
+        canvas = list(self.canvas) if isinstance(self.canvas, tuple) else self.canvas
+        return {"name": self.name, "canvas": canvas, "xspace_fraction": self.xspace_fraction, "pairs": pairs}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Protocol":
@@ -102,7 +127,8 @@ class Protocol:
             raise ValueError(f"unknown protocol pair fields {unknown}; expected some of {sorted(pair_fields)}")
         pairs = PairConfig(**{k: tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v
                               for k, v in stored.items()})
-        return cls(**{**d, "pairs": pairs})
+        canvas = tuple(d["canvas"]) if isinstance(d.get("canvas"), list) else d.get("canvas", cls.canvas)
+        return cls(**{**d, "pairs": pairs, "canvas": canvas})
 
     def simulate(self, rng: np.random.Generator, size: int, count: int, details: bool = False):
         """`count` whole pairs (lq, gt), float32 (count, size, size) in [0, 1], with the x-space share mixed
@@ -139,9 +165,11 @@ class Protocol:
 
         Images are normalised on the whole canvas (as a whole scan is), so a patch's maximum may be < 1.
         """
-        canvas = self.canvas or patch
-        if canvas < patch:
-            raise ValueError(f"protocol {self.name!r}: canvas {canvas} is smaller than the patch {patch}")
+        low, high = self.canvas_range(patch)
+        if low < patch:
+            raise ValueError(f"protocol {self.name!r}: canvas {low} is smaller than the patch {patch}")
+        # a single canvas draws nothing here, so the streams of single-canvas protocols stay as they were
+        canvas = low if low == high else int(rng.integers(low, high + 1))
         lq, gt, drawn = self.simulate(rng, canvas, count, details=True)
         if canvas > patch:
             corners = rng.integers(0, canvas - patch + 1, size=(count, 2))
@@ -159,6 +187,13 @@ PROTOCOLS: dict[str, Protocol] = {
                          spacing_mm=(0.2, 0.5), snr_db=(15.0, 45.0), concentration=(0.3, 1.0),
                          background=(0.0, 0.05)),
         canvas=128,
+    ),
+    "multiscale": Protocol(
+        name="multiscale",
+        pairs=PairConfig(scan="random", target="phantom", model="psf", gradient=(5.0, 12.0),
+                         spacing_mm=(0.2, 0.5), snr_db=(15.0, 45.0), concentration=(0.3, 1.0),
+                         background=(0.0, 0.05), categories=(*DEFAULT_CATEGORIES, "points")),
+        canvas=(64, 256),
     ),
     "authors": Protocol(
         name="authors",

@@ -29,6 +29,10 @@ class TrainConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # constructor kwargs replacing preset values
     data: str | None = None  # paired folder ROOT/{train,val}/{lq,gt}; None = the simulated stream
     protocol: Protocol | None = None  # the simulated stream's protocol (data is None); None there = "default"
+    # weights to start from instead of fresh ones (fine-tuning): a model written by train (RUN or
+    # RUN/model.safetensors), or "shipped" for the model inside the package; same method, preset and overrides
+    init: str | None = None
+    phases: tuple[str, ...] | None = None  # the phases to train, in the method's order; None = all of them
     steps: int = 100_000  # optimiser steps in EACH phase
     batch: int = 32  # per process
     patch: int = 64
@@ -53,6 +57,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if self.phases is not None:
+            self.phases = tuple(self.phases)
+            if not self.phases or not all(isinstance(p, str) and p for p in self.phases):
+                raise ValueError(f"phases must be a non-empty list of phase names, got {self.phases!r}")
         if self.data is None and self.protocol is None:
             self.protocol = PROTOCOLS["default"]
         if self.data is not None and self.protocol is not None:
@@ -77,8 +85,8 @@ class TrainConfig:
         if self.physics_weight > 0 and self.protocol.pairs.trajectory == "lissajous":
             raise ValueError("--physics-weight: the pairs of a Lissajous protocol have no single PSF, so the term "
                              "would be 0 for every pair; use a Cartesian protocol (e.g. --protocol default)")
-        if self.protocol is not None and self.protocol.canvas is not None and self.protocol.canvas < self.patch:
-            raise ValueError(f"the protocol's canvas ({self.protocol.canvas} px) is smaller than the patch "
+        if self.protocol is not None and self.protocol.canvas_range(self.patch)[0] < self.patch:
+            raise ValueError(f"the protocol's canvas ({self.protocol.canvas_range(self.patch)[0]} px) is smaller than the patch "
                              f"({self.patch} px): pass --canvas {self.patch} or more, or a smaller --patch")
         if not float(self.ckpt_minutes) > 0:  # inf allowed, NaN not
             raise ValueError(f"ckpt_minutes must be a positive number of minutes, got {self.ckpt_minutes}")
@@ -97,6 +105,7 @@ class TrainConfig:
         """JSON-ready settings (from_dict gives back an equal TrainConfig)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["betas"] = list(self.betas)
+        d["phases"] = list(self.phases) if self.phases is not None else None
         d["overrides"] = dict(self.overrides)
         d["protocol"] = self.protocol.to_dict() if self.protocol is not None else None
         return d

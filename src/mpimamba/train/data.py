@@ -13,6 +13,7 @@ Two kinds of training set:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterator, Union
@@ -105,7 +106,9 @@ def build_data(cfg) -> TrainData:
 
     # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
     # training segment uses
-    canvas = protocol.canvas or cfg.patch
-    val_stream = SyntheticPairs(protocol, size=canvas, seed=derive_seed(cfg.seed, 2**31), batch=cfg.val_images)
+    # (a protocol with a range of canvases is validated at its typical one)
+    canvas = protocol.typical_canvas(cfg.patch)
+    whole = dataclasses.replace(protocol, canvas=canvas)
+    val_stream = SyntheticPairs(whole, size=canvas, seed=derive_seed(cfg.seed, 2**31), batch=cfg.val_images)
     val = list(islice(iter(val_stream), cfg.val_images))
     return TrainData(train=make, val=val)

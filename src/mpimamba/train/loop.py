@@ -54,7 +54,7 @@ from ..infer import AUTO_TILE, WHOLE_MAX, Restoration
 from ..locks import folder_lock
 from ..models import build
 from ..models.base import Restorer
-from ..models.checkpoint import save_model
+from ..models.checkpoint import load_model, save_model
 from . import distributed
 from .config import TrainConfig
 from ..refine import consistency_loss
@@ -388,6 +388,29 @@ def _build_model(cfg: TrainConfig) -> Restorer:
         raise ValueError(f"--override {cfg.overrides} does not fit {cfg.method} ({cfg.preset}): {err}") from err
 
 
+def _chosen_phases(cfg: TrainConfig, model: Restorer) -> tuple[str, ...]:
+    """The phases `cfg.phases` asks for, checked against the method's own (all of them when None)."""
+    if cfg.phases is None:
+        return tuple(model.phases)
+    unknown = [p for p in cfg.phases if p not in model.phases]
+    if unknown:
+        raise ValueError(f"--phases: {cfg.method} has no phase {unknown[0]!r}; its phases are "
+                         f"{', '.join(model.phases) or 'none (training-free)'}")
+    return tuple(cfg.phases)
+
+
+def _load_initial_weights(model: Restorer, cfg: TrainConfig) -> None:
+    """Start from the weights `cfg.init` names; they must be the same network (method, preset, overrides)."""
+    from .. import pretrained
+
+    path = pretrained.MODEL_PATH if cfg.init == "shipped" else Path(cfg.init)
+    source = load_model(path)
+    if source.build_config != model.build_config:
+        raise ValueError(f"--init {cfg.init}: that model is {source.build_config}, not the network this run "
+                         f"trains {model.build_config}; fine-tuning needs the same method, preset and overrides")
+    model.load_state_dict(source.state_dict())
+
+
 def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, overwrite: bool,
                   data: TrainData | None) -> Restorer:
     run = Path(cfg.out)
@@ -396,8 +419,11 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = _build_model(cfg).to(ctx.device)
+    phases = _chosen_phases(cfg, model)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    elif cfg.init is not None:
+        _load_initial_weights(model, cfg)
     model.train()
     if not model.phases:
         _check_deconvolution_scan(cfg, model)
@@ -427,6 +453,8 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     try:
         with _StopRequests() as stop:
             for pi, phase in enumerate(model.phases):
+                if phase not in phases:
+                    continue  # not asked for (e.g. fine-tuning the second phase only)
                 if pi < start_phase or (pi == start_phase and start_step >= cfg.steps):
                     continue  # finished before the checkpoint
                 resume_state = ckpt if (ckpt is not None and pi == start_phase) else None
