@@ -159,6 +159,52 @@ def largest_common_budget(rows: list[dict]) -> int | None:
     return max(common_budgets) if common_budgets else None
 
 
+# how a network's value of each metric compares: a key that orders better values first
+ORDER = {"psnr": lambda v: -v, "ssim": lambda v: -v, "nrmse": lambda v: v,
+         "mass_ratio": lambda v: abs(np.log(v)), "interior_fill": lambda v: abs(np.log(v)),  # 1 = exact
+         "fwhm_z_mm": lambda v: v}
+
+
+def standing(rows: list[dict], method: str = "mpi_mamba") -> list[str]:
+    """Sentences (generated, so they cannot drift from the files) on where `method` ranks among the networks
+    at every budget it was measured at, its PSNR gap to the best network there and to the classical rows,
+    and whether that gap closes as the budget grows."""
+    mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["steps"])
+    if not mine:
+        return [f"No results for {method} yet."]
+    classical = {r["method"]: r for r in rows if r["method"] in TRAINING_FREE}
+    lines, gaps = [], []
+    for r in mine:
+        peers = [q for q in rows if q["steps"] == r["steps"] and q["method"] in NETWORKS]
+        ranks = []
+        for metric, key in ORDER.items():
+            valid = [q for q in peers if np.isfinite(q[f"{metric}_mean"])]
+            if r in valid:
+                ordered = sorted(valid, key=lambda q: key(q[f"{metric}_mean"]))
+                ranks.append(f"{metric} {ordered.index(r) + 1}")
+        best = max((q for q in peers if q is not r), key=lambda q: q["psnr_mean"], default=r)
+        gap = r["psnr_mean"] - best["psnr_mean"]  # to the best of the others: > 0 when it leads
+        gaps.append((r["steps"], gap, len(peers)))
+        versus = "; ".join(f"{gap_c:+.2f} dB against {name}" for name, gap_c in
+                           ((n, r["psnr_mean"] - c["psnr_mean"]) for n, c in sorted(classical.items())))
+        lines.append(f"- {r['steps']} steps per phase ({len(peers)} networks measured, {r['seeds']} seed(s) of "
+                     f"{method}): rank among them by {', '.join(ranks)} (1 = best; mass ratio and interior fill by "
+                     f"closeness to 1). PSNR {r['psnr_mean']:.2f} dB, "
+                     + (f"{-gap:.2f} dB below the best network ({best['method']}, {best['psnr_mean']:.2f} dB)"
+                        if gap < 0 else f"the best network, {gap:.2f} dB above the next ({best['method']})")
+                     + (f"; {versus}." if versus else "."))
+    complete = [(steps, gap) for steps, gap, n in gaps if n == len(NETWORKS)]
+    if len(complete) >= 2:
+        (s0, g0), (s1, g1) = complete[0], complete[-1]
+        trend = "closes" if g1 > g0 else "does not close"
+        lines.append(f"- Between {s0} and {s1} steps per phase (budgets at which all {len(NETWORKS)} networks were "
+                     f"measured) the PSNR gap to the best other network {trend}: {g0:+.2f} → {g1:+.2f} dB.")
+    else:
+        lines.append(f"- Whether the gap closes with budget: not yet known (fewer than two budgets with all "
+                     f"{len(NETWORKS)} networks measured).")
+    return lines
+
+
 def figure(rows: list[dict], path: Path) -> Path:
     fig = Figure(figsize=(11, 7.5))
     axes = fig.subplots(2, 2)
@@ -202,7 +248,8 @@ def assemble(results: Path, settings: dict) -> None:
              f"{settings['preset']}, batch {settings['batch']}, lr {settings['lr']}, patch {settings['patch']}; test "
              f"set {settings['test_count']} images of {settings['test_size']}×{settings['test_size']} (seed "
              f"{common.TEST_SEED}). "
-             "± = sample std over seeds; steps/phase — = training-free.", "", *_table(rows), ""]
+             "± = sample std over seeds; steps/phase — = training-free.", "", *_table(rows), "",
+             "## Where MPI-Mamba stands", "", *standing(rows), ""]
     write_text_atomic(results / "curves.md", "\n".join(lines))
     columns = ["method", "steps", "seeds", "cpu_seconds", *(f"{c}_{s}" for c in SCORES for s in ("mean", "std"))]
     write_text_atomic(results / "curves.csv", ",".join(columns) + "\n" + "".join(

@@ -1,6 +1,7 @@
 """Generate docs/model-card.md from the installed shipped model: every number in it is measured here.
 
-    .venv/bin/python experiments/model_card.py [--run runs/default-model-v2] [--compare shipped-v1]
+    .venv/bin/python experiments/model_card.py [--run runs/default-model] [--compare shipped-v1]
+                                               [--previous runs/default-model/base]
                                                [--out docs/model-card.md]
 
 What it measures (a few minutes on a 2-core CPU):
@@ -57,32 +58,49 @@ def _cpu() -> str:
     return f"{name} ({os.cpu_count()} logical CPUs, the card's measuring machine)"
 
 
+def _schedule(t: dict, seed) -> str:
+    return (f"batch {t.get('batch')}, patch {t.get('patch')}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
+            f"steps), weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
+            f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}, seed {seed}")
+
+
+def _log_lines(log: Path, batch) -> list[str]:
+    with open(log) as f:
+        logged = list(csv.DictReader(f))
+    steps = [float(batch or 8) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
+    lines = [f"  step time (from `{log}`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min for "
+             f"{len(steps)} steps, {np.median(steps):.2f} s per step (median)."]
+    rows = [r for r in logged if r.get("val_psnr")]
+    if rows:
+        first, last = rows[0], rows[-1]
+        lines.append(f"  validation (whole simulated canvases of that stage's protocol, inference path): PSNR "
+                     f"{float(first['val_psnr']):.2f} dB at {first['phase']} step {first['step']} → "
+                     f"{float(last['val_psnr']):.2f} dB at step {last['step']}.")
+    return lines
+
+
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
     t = meta.get("training", {})
-    steps = t.get("steps", t.get("steps_per_phase"))
+    base = t.get("base")  # two-stage recipe: a base run, then phase 2 fine-tuned on another protocol
     lines = [
         "## Training",
         f"- Recipe: `.venv/bin/python {pretrained.RECIPE}` (one command; rerun it to continue an interrupted run).",
-        f"- Data: the simulated stream of protocol `{protocol.name}` (`mpimamba.physics.protocols`): {protocol.describe()}.",
-        f"- Schedule: {steps} steps in each of the two phases (phase 1: LFE + backbone with the prior from the "
-        "ground truth; phase 2: condition encoder + CL-DM + backbone fine-tuning), batch "
-        f"{t.get('batch')}, patch {t.get('patch')}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k steps), "
-        f"weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
-        f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}, seed {meta.get('seed')}.",
-        f"- Compute: on {_cpu()}.",
     ]
-    log = run / "log.csv" if run else None
-    if log and log.is_file():
-        with open(log) as f:
-            logged = list(csv.DictReader(f))
-        steps = [float(t.get("batch", 8)) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
-        lines.append(f"- Step time (from `log.csv`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min "
-                     f"for {len(steps)} steps, {np.median(steps):.2f} s per step (median).")
-        rows = [r for r in logged if r.get("val_psnr")]
-        if rows:
-            last = rows[-1]
-            lines.append(f"- Validation during training ({last['phase']} step {last['step']}, whole simulated "
-                         f"canvases, inference path): PSNR {float(last['val_psnr']):.2f} dB (`{log}`, not committed).")
+    stages = [("base", base, Protocol.from_dict(base["protocol"]))] if base else []
+    stages.append(("tune" if base else None, t, protocol))
+    for stage, record, stage_protocol in stages:
+        steps = record.get("steps", record.get("steps_per_phase"))
+        phases = record.get("phases") or ["phase1", "phase2"]
+        what = ("phase 2 only (condition encoder + CL-DM + backbone), from the base stage's weights"
+                if phases == ["phase2"] else "both phases (phase 1: LFE + backbone with the prior from the ground "
+                "truth; phase 2: condition encoder + CL-DM + backbone fine-tuning)")
+        lines += [f"- {'Stage ' + repr(stage) + ': ' if stage else ''}{steps} steps in {what}; data: the simulated "
+                  f"stream of protocol `{stage_protocol.name}` (`mpimamba.physics.protocols`): "
+                  f"{stage_protocol.describe()}; {_schedule(record, meta.get('seed'))}."]
+        log = (run / stage / "log.csv" if stage else run / "log.csv") if run else None
+        if log and log.is_file():
+            lines += _log_lines(log, record.get("batch"))
+    lines.append(f"- Compute: on {_cpu()}.")
     return "\n".join(lines)
 
 
@@ -230,9 +248,11 @@ def _limits_section(protocol: Protocol, mean: dict, table1: dict, charted: dict)
     ]
     shipped = table1.get("shipped")
     if shipped is not None:
+        smallest = protocol.canvas_range(64)[0]
+        why = (f"; its training phantoms filled canvases of {smallest} px and more, so their structures were larger in "
+               "pixels than those of a 64-px phantom" if smallest > 64 else "")
         lines.append(f"- Small images: on the 64×64 Table 1 images the mass ratio is {shipped['mass_ratio_mean']:.2f} and "
-                     f"the PSNR {shipped['psnr_mean']:.2f} dB (see above); its training phantoms filled 128-px canvases, "
-                     "so their structures were larger in pixels than those of a 64-px phantom.")
+                     f"the PSNR {shipped['psnr_mean']:.2f} dB (see above){why}.")
     first = charted.get(CHART_SETTINGS[0])
     if first is not None:
         fin, fout = first["input"]["fwhm_x_mm"], first["output"]["fwhm_x_mm"]
@@ -245,11 +265,52 @@ def _limits_section(protocol: Protocol, mean: dict, table1: dict, charted: dict)
     return "\n".join(lines)
 
 
+def _headline(mean: dict, table1_row: dict, charted: dict) -> dict[str, str]:
+    """The figures the model is judged by (issue 11's targets), as table cells."""
+    cats = sorted(k.removeprefix("mass_ratio_") for k in mean if k.startswith("mass_ratio_") and k != "mass_ratio_out")
+    mass = [mean[f"mass_ratio_{k}"] for k in cats]
+    fill = [mean[f"interior_fill_{k}"] for k in cats if np.isfinite(mean[f"interior_fill_{k}"])]
+    point = charted[CHART_SETTINGS[0]]
+    return {
+        "PSNR gain on the demo pairs": f"{mean['psnr_out'] - mean['psnr_in']:+.2f} dB",
+        "SSIM on the demo pairs": f"{mean['ssim_out']:.3f}",
+        "mass ratio, per category (lowest–highest)": f"{min(mass):.2f}–{max(mass):.2f}",
+        "interior fill, lowest category": f"{min(fill):.2f}",
+        "linearity slope / R² (sensitivity dots)": f"{mean['linearity_slope_sensitivity']:.3f} / "
+                                                   f"{mean['linearity_r2_sensitivity']:.3f}",
+        "Table 1 test set (64×64): PSNR / mass ratio": f"{table1_row['psnr_mean']:.2f} dB / "
+                                                      f"{table1_row['mass_ratio_mean']:.2f}",
+        "point source at 9 T/m, x scan: FWHM x / z (input {:.2f} / {:.2f} mm)".format(
+            point["input"]["fwhm_x_mm"], point["input"]["fwhm_z_mm"]):
+            f"{point['output']['fwhm_x_mm']:.2f} / {point['output']['fwhm_z_mm']:.2f} mm",
+    }
+
+
+TARGETS = {"PSNR gain on the demo pairs": "≥ +13 dB", "SSIM on the demo pairs": "≥ 0.85",
+           "mass ratio, per category (lowest–highest)": "0.9–1.1", "interior fill, lowest category": "≥ 0.9",
+           "linearity slope / R² (sensitivity dots)": "0.9–1.1 / ≥ 0.98"}
+
+
+def _comparison_section(now: dict, previous: dict | None, previous_path: Path | None) -> str:
+    head = "| figure | target | this model |" + (" previous model |" if previous else "")
+    lines = ["## Summary" + (" and the previous model" if previous else ""),
+             "The figures measured in the sections below" + (
+                 f", beside the same measurements of the previous model (`{previous_path}`, restored the same way on "
+                 "the same pairs)" if previous else "") + ". Targets: the project's (issue 11).", "",
+             head, "|---|---|---|" + ("---|" if previous else "")]
+    for key, value in now.items():
+        lines.append(f"| {key} | {TARGETS.get(key, '')} | {value} |" + (f" {previous[key]} |" if previous else ""))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=None, help="the run folder that trained it (for its log)")
+    parser.add_argument("--run", type=Path, default=REPO / "runs" / "default-model",
+                        help="the recipe's output folder that trained it (RUN/base, RUN/tune: for their logs)")
     parser.add_argument("--compare", nargs="*", default=[], choices=sorted(PROTOCOLS),
                         help="also score the demo pairs of these protocols")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier model (e.g. runs/default-model/base) measured beside it on the same pairs")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "model-card.md")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -275,7 +336,16 @@ def main() -> None:
     ])
     table1_text, table1 = _table1_section(path)
     resolution_text, charted = _resolution_section(restoration, protocol)
-    sections = [header, _training_section(meta, protocol, args.run), demo, table1_text, resolution_text,
+    previous = None
+    if args.previous is not None:
+        from mpimamba.models.checkpoint import load_model
+
+        earlier = Restoration(load_model(args.previous))
+        rows, _ = score_pairs(earlier, demo_pairs(per_category=PER_CATEGORY, protocol=protocol))
+        previous = _headline(metrics_table(rows)[1], _table1_section(args.previous)[1]["shipped"],
+                             _resolution_section(earlier, protocol)[1])
+    summary = _comparison_section(_headline(mean, table1["shipped"], charted), previous, args.previous)
+    sections = [header, summary, _training_section(meta, protocol, args.run), demo, table1_text, resolution_text,
                 _clamp_section(model), _refine_section(restoration, protocol),
                 _limits_section(protocol, mean, table1, charted)]
     write_text_atomic(args.out, "\n\n".join(sections) + "\n")

@@ -186,3 +186,29 @@ def test_learning_curves_write_one_file_per_run_and_continue(monkeypatch, tmp_pa
     with pytest.raises(ValueError, match="other settings"):  # same files, another batch: refused
         learning_curves.main([*args[:-4], "--runs", str(tmp_path / "runs2"), "--results", str(results)]
                              + ["--batch", "3"])
+
+
+def test_standing_ranks_each_metric_by_its_direction_and_says_whether_the_gap_closes(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import learning_curves
+
+    def row(method, steps, psnr, mass):
+        values = {"psnr": psnr, "ssim": psnr / 30, "nrmse": 1 / psnr, "mass_ratio": mass, "interior_fill": mass,
+                  "fwhm_z_mm": 30 / psnr}
+        return {"method": method, "steps": steps, "seeds": 3,
+                **{f"{k}_mean": v for k, v in values.items()}, **{f"{k}_std": "" for k in values}}
+
+    networks = learning_curves.NETWORKS
+    others = [m for m in networks if m != "mpi_mamba"]
+    rows = [row("wiener", 0, 19.0, 1.4)]
+    for steps, mine in ((100, 16.0), (200, 19.5)):  # 2nd of 8 by PSNR at 100 steps, then 1st
+        rows.append(row("mpi_mamba", steps, mine, 0.5))
+        rows += [row(m, steps, (17.0 if i == 0 else 10.0 + i * 0.1) + steps / 100, 0.98) for i, m in enumerate(others)]
+    text = "\n".join(learning_curves.standing(rows))
+    assert "100 steps per phase (8 networks measured" in text
+    assert "rank among them by psnr 2, ssim 2, nrmse 2, mass_ratio 8" in text  # mass 0.5: farthest from 1
+    assert f"2.00 dB below the best network ({others[0]}, 18.00 dB); -3.00 dB against wiener" in text
+    assert f"the best network, 0.50 dB above the next ({others[0]}); +0.50 dB against wiener" in text
+    assert "gap to the best other network closes: -2.00 → +0.50 dB" in text
+    partial = [r for r in rows if not (r["steps"] == 200 and r["method"] == others[0])]
+    assert "not yet known" in "\n".join(learning_curves.standing(partial))
