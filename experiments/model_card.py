@@ -68,7 +68,8 @@ def _log_lines(log: Path, batch) -> list[str]:
     with open(log) as f:
         logged = list(csv.DictReader(f))
     steps = [float(batch or 8) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
-    lines = [f"  step time (from `{log}`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min for "
+    shown = log.relative_to(REPO) if log.is_relative_to(REPO) else log
+    lines = [f"  step time (from `{shown}`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min for "
              f"{len(steps)} steps, {np.median(steps):.2f} s per step (median)."]
     rows = [r for r in logged if r.get("val_psnr")]
     if rows:
