@@ -108,6 +108,20 @@ def training_set(out: Path, protocol: Protocol, count: int, size: int) -> Path:
     return simulated_set(out / f"trainset-{size}px-{count}", protocol, count, size, TRAIN_SET_SEED)
 
 
+def run_script(main) -> None:
+    """Run an experiment's `main`; Ctrl-C or SIGTERM during a training (the loop checkpoints and raises
+    TrainingInterrupted) ends it with one line saying how to continue, not a traceback."""
+    import sys
+
+    from mpimamba.train.loop import TrainingInterrupted
+
+    try:
+        main()
+    except TrainingInterrupted as stop:
+        print(f"{stop}; rerun the same command to continue from there", file=sys.stderr)
+        sys.exit(130)
+
+
 def run_training(cfg: TrainConfig) -> Path:
     """Train `cfg` into cfg.out unless already done; resume an interrupted run; return the run folder.
 

@@ -212,3 +212,18 @@ def test_standing_ranks_each_metric_by_its_direction_and_says_whether_the_gap_cl
     assert "gap to the best other network closes: -2.00 → +0.50 dB" in text
     partial = [r for r in rows if not (r["steps"] == 200 and r["method"] == others[0])]
     assert "not yet known" in "\n".join(learning_curves.standing(partial))
+
+
+def test_an_interrupted_experiment_ends_with_one_line_saying_how_to_continue(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import common
+    from mpimamba.train.loop import TrainingInterrupted
+
+    def main():
+        raise TrainingInterrupted("phase2", 7, None)
+
+    with pytest.raises(SystemExit) as stopped:
+        common.run_script(main)
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "stopped at phase2 step 7" in err and "rerun the same command to continue" in err and "Traceback" not in err

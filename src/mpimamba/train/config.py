@@ -85,8 +85,9 @@ class TrainConfig:
         if self.physics_weight > 0 and self.protocol.pairs.trajectory == "lissajous":
             raise ValueError("--physics-weight: the pairs of a Lissajous protocol have no single PSF, so the term "
                              "would be 0 for every pair; use a Cartesian protocol (e.g. --protocol default)")
-        if self.protocol is not None and self.protocol.canvas_range(self.patch)[0] < self.patch:
-            raise ValueError(f"the protocol's canvas ({self.protocol.canvas_range(self.patch)[0]} px) is smaller than the patch "
+        smallest = self.protocol.canvas_range(self.patch)[0] if self.protocol is not None else self.patch
+        if smallest < self.patch:
+            raise ValueError(f"the protocol's canvas ({smallest} px) is smaller than the patch "
                              f"({self.patch} px): pass --canvas {self.patch} or more, or a smaller --patch")
         if not float(self.ckpt_minutes) > 0:  # inf allowed, NaN not
             raise ValueError(f"ckpt_minutes must be a positive number of minutes, got {self.ckpt_minutes}")
