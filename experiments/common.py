@@ -22,10 +22,12 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mpimamba.data.paired import PairedFolder
@@ -37,7 +39,7 @@ from mpimamba.infer import Restoration, resolve_device
 from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.protocols import PROTOCOLS, Protocol
 from mpimamba.train.config import TrainConfig
-from mpimamba.train.loop import train
+from mpimamba.train.loop import TrainingInterrupted, train
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "experiments" / "results"
@@ -111,10 +113,6 @@ def training_set(out: Path, protocol: Protocol, count: int, size: int) -> Path:
 def run_script(main) -> None:
     """Run an experiment's `main`; Ctrl-C or SIGTERM during a training (the loop checkpoints and raises
     TrainingInterrupted) ends it with one line saying how to continue, not a traceback."""
-    import sys
-
-    from mpimamba.train.loop import TrainingInterrupted
-
     try:
         main()
     except TrainingInterrupted as stop:
@@ -241,7 +239,17 @@ def _seeds(row: dict) -> int | str:
     return "" if row["method"] == INPUT else row["checkpoints"]
 
 
-LOWER_IS_BETTER = {"nrmse"}
+LOWER_IS_BETTER = {"nrmse", "fwhm_x_mm", "fwhm_z_mm"}
+EXACT_AT_ONE = {"mass_ratio", "interior_fill"}  # amounts: 1 = the target's, above or below both worse
+
+
+def better_first(metric: str):
+    """A sort key that puts better values of `metric` first (the one place that knows each direction)."""
+    if metric in EXACT_AT_ONE:
+        return lambda v: abs(np.log(v))
+    return (lambda v: v) if metric in LOWER_IS_BETTER else (lambda v: -v)
+
+
 METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "nrmse": "nRMSE"}
 
 
@@ -256,7 +264,8 @@ def ranking(table: list[dict], focus: str | None = None) -> str:
              "standard deviations is not a measured difference):"]
     places = []
     for m in METRICS:
-        order = sorted(rows, key=lambda r: r[f"{m}_mean"], reverse=m not in LOWER_IS_BETTER)
+        key = better_first(m)
+        order = sorted(rows, key=lambda r: key(r[f"{m}_mean"]))
         lines.append(f"- {METRIC_NAMES[m]}: " + " > ".join(r["method"] for r in order))
         names = [r["method"] for r in order]
         if focus is not None:

@@ -159,10 +159,7 @@ def largest_common_budget(rows: list[dict]) -> int | None:
     return max(common_budgets) if common_budgets else None
 
 
-# how a network's value of each metric compares: a key that orders better values first
-ORDER = {"psnr": lambda v: -v, "ssim": lambda v: -v, "nrmse": lambda v: v,
-         "mass_ratio": lambda v: abs(np.log(v)), "interior_fill": lambda v: abs(np.log(v)),  # 1 = exact
-         "fwhm_z_mm": lambda v: v}
+RANKED = ("psnr", "ssim", "nrmse", "mass_ratio", "interior_fill", "fwhm_z_mm")  # the metrics `standing` ranks
 
 
 def standing(rows: list[dict], method: str = "mpi_mamba") -> list[str]:
@@ -177,7 +174,8 @@ def standing(rows: list[dict], method: str = "mpi_mamba") -> list[str]:
     for r in mine:
         peers = [q for q in rows if q["steps"] == r["steps"] and q["method"] in NETWORKS]
         ranks = []
-        for metric, key in ORDER.items():
+        for metric in RANKED:
+            key = common.better_first(metric)
             valid = [q for q in peers if np.isfinite(q[f"{metric}_mean"])]
             if r in valid:
                 ordered = sorted(valid, key=lambda q: key(q[f"{metric}_mean"]))

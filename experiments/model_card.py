@@ -231,11 +231,16 @@ def _table1_section(path: Path) -> tuple[str, dict]:
     return "\n".join(lines), {"shipped": shipped, "classical": classical}
 
 
+def _per_category(mean: dict, quantity: str) -> dict[str, float]:
+    """{category: the output's mean `quantity`} from `demo.metrics_table`'s means (keys QUANTITY_CATEGORY),
+    categories where it is undefined (NaN: no filled region, say) left out."""
+    categories = sorted(k.removeprefix("mass_ratio_") for k in mean if k.startswith("mass_ratio_") and k != "mass_ratio_out")
+    return {c: mean[f"{quantity}_{c}"] for c in categories if np.isfinite(mean[f"{quantity}_{c}"])}
+
+
 def _limits_section(protocol: Protocol, mean: dict, table1: dict, charted: dict) -> str:
     c = protocol.pairs
-    categories = sorted(k.removeprefix("mass_ratio_") for k in mean if k.startswith("mass_ratio_") and k != "mass_ratio_out")
-    mass = {k: mean[f"mass_ratio_{k}"] for k in categories}
-    fill = {k: mean[f"interior_fill_{k}"] for k in categories if np.isfinite(mean[f"interior_fill_{k}"])}
+    mass, fill = _per_category(mean, "mass_ratio"), _per_category(mean, "interior_fill")
     lines = [
         "## Limits",
         f"- Trained on simulated data only ({'PSF model' if c.model == 'psf' and not protocol.xspace_fraction else 'PSF and time-domain x-space models'}), "
@@ -268,9 +273,8 @@ def _limits_section(protocol: Protocol, mean: dict, table1: dict, charted: dict)
 
 def _headline(mean: dict, table1_row: dict, charted: dict) -> dict[str, str]:
     """The figures the model is judged by (issue 11's targets), as table cells."""
-    cats = sorted(k.removeprefix("mass_ratio_") for k in mean if k.startswith("mass_ratio_") and k != "mass_ratio_out")
-    mass = [mean[f"mass_ratio_{k}"] for k in cats]
-    fill = [mean[f"interior_fill_{k}"] for k in cats if np.isfinite(mean[f"interior_fill_{k}"])]
+    mass = _per_category(mean, "mass_ratio").values()
+    fill = _per_category(mean, "interior_fill").values()
     point = charted[CHART_SETTINGS[0]]
     return {
         "PSNR gain on the demo pairs": f"{mean['psnr_out'] - mean['psnr_in']:+.2f} dB",

@@ -126,7 +126,7 @@ def _run_simulate(args) -> None:
     from .data.synthetic import write_dataset
 
     protocol = _protocol(args)
-    size = args.size if args.size is not None else (protocol.typical_canvas(128) if protocol.canvas else 128)
+    size = args.size if args.size is not None else protocol.typical_canvas(128)  # no canvas: 128
     if args.count < 1 or size < 8:
         raise CLIError(f"--count must be >= 1 and --size >= 8, got {args.count} and {size}")
     manifest = write_dataset(args.out, args.count, size, protocol, seed=args.seed, fmt=args.format,
