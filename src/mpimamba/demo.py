@@ -27,16 +27,20 @@ DEMO_SIZE = 128
 PER_CATEGORY = 2
 
 
-def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol=None):
+def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol=None, geometry: bool = False):
     """[(category, index, lq, gt)]: `per_category` unseen pairs of every phantom category, reproducible,
-    from `protocol` (default: the one the shipped model was trained on, `pretrained.protocol()`)."""
+    from `protocol` (default: the one the shipped model was trained on, `pretrained.protocol()`). With
+    `geometry`, each tuple also holds the pair's scan axis ("x"/"z") and gradient·spacing (T/m·mm), the two
+    numbers that fix its PSF (the same pairs either way)."""
     protocol = protocol or pretrained.protocol()
     pairs = []
     for c, category in enumerate(sorted(DEFAULT_CATEGORIES)):  # points: not in the demo (see DEFAULT_CATEGORIES)
         rng = np.random.default_rng(np.random.SeedSequence([DEMO_ENTROPY, c]))
         config = replace(protocol.pairs, categories=(category,))
-        lq, gt = make_pairs(rng, config, size, per_category)
-        pairs += [(category, i, lq[i], gt[i]) for i in range(per_category)]
+        lq, gt, drawn = make_pairs(rng, config, size, per_category, details=True)
+        for i in range(per_category):
+            extra = (str(drawn["scans"][i]), float(drawn["gradients"][i] * drawn["spacings"][i])) if geometry else ()
+            pairs.append((category, i, lq[i], gt[i], *extra))
     return pairs
 
 

@@ -1,0 +1,146 @@
+"""What the physics-consistency training term (`--physics-weight`, `refine.consistency_loss`) gives: the
+shipped model fine-tuned with phase 2 only, the same steps, data and seed, once per weight (weight 0 is
+the control: the same fine-tuning without the term), each scored on
+
+- the 40 demo pairs (`mpimamba demo --per-category 8`: the shipped model's protocol, 128x128, a seed
+  space no training stream uses): PSNR / SSIM gain over the input, mass ratio and interior fill per
+  phantom category, and the consistency residual of the output (how well the output, blurred by the
+  pair's own PSF, explains the input: `refine.consistency_loss`, 0 = perfectly);
+- 20 pairs outside the training ranges (4 T/m, 0.5 mm pixels; same categories), the same figures.
+
+    python experiments/physics_weight.py                     # ~60 min on a 2-core CPU at 1 thread
+    python experiments/physics_weight.py --weights 0 1 --steps 100
+
+Runs go to runs/experiments/physics-weight/w<weight> (resumable; a finished run is reused, never
+committed); the results go to experiments/results/physics-weight.md and .json (refused if they exist,
+unless --overwrite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import common
+from mpimamba import pretrained
+from mpimamba.demo import demo_pairs
+from mpimamba.eval.metrics import psnr, ssim
+from mpimamba.eval.quantitative import interior_fill, mass_ratio
+from mpimamba.fileutil import write_text_atomic
+from mpimamba.infer import Restoration
+from mpimamba.models.checkpoint import load_model
+from mpimamba.physics.pairs import make_pairs
+from mpimamba.refine import consistency_loss
+from mpimamba.train.config import TrainConfig
+from mpimamba.threads import configure_threads
+
+NAME = "physics-weight"
+OUTSIDE = dict(gradient=4.0, spacing_mm=0.5)  # training: 5-12 T/m, 0.2-0.5 mm (G·spacing 1-6: this is 2)
+OUTSIDE_COUNT = 20
+OUTSIDE_ENTROPY = 0x0F15_1C5  # a seed space of its own (the demo's is demo.DEMO_ENTROPY)
+
+
+def outside_pairs(protocol, size: int = 128):
+    """[(category, lq, gt, scan, gradient·spacing)]: OUTSIDE_COUNT pairs at 4 T/m and 0.5 mm."""
+    config = replace(protocol.pairs, **OUTSIDE)
+    rng = np.random.default_rng(np.random.SeedSequence([OUTSIDE_ENTROPY]))
+    lq, gt, drawn = make_pairs(rng, config, size, OUTSIDE_COUNT, details=True)
+    return [(drawn["categories"][i], lq[i], gt[i], str(drawn["scans"][i]),
+             float(drawn["gradients"][i] * drawn["spacings"][i])) for i in range(OUTSIDE_COUNT)]
+
+
+def residual(out: np.ndarray, lq: np.ndarray, scan: str, blur: float) -> float:
+    """consistency_loss of one restored image against its input (the training term's own measure)."""
+    geometry = torch.tensor([[1.0 if scan == "x" else 0.0, blur]], dtype=torch.float32)
+    as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None, None]  # noqa: E731
+    return float(consistency_loss(as_batch(out), as_batch(lq), geometry))
+
+
+def score(restore: Restoration, pairs) -> dict:
+    """Mean gains, per-category mass / fill and the mean consistency residual over `pairs`."""
+    rows = []
+    for category, lq, gt, scan, blur in pairs:
+        out = restore(lq)
+        rows.append(dict(category=category, dpsnr=float(psnr(out, gt)) - float(psnr(lq, gt)),
+                         dssim=float(ssim(out, gt)) - float(ssim(lq, gt)), psnr=float(psnr(out, gt)),
+                         ssim=float(ssim(out, gt)), mass=mass_ratio(out, gt), fill=interior_fill(out, gt),
+                         residual=residual(out, lq, scan, blur)))
+    cats = sorted({r["category"] for r in rows})
+    per = lambda key: {c: float(np.nanmean([r[key] for r in rows if r["category"] == c])) for c in cats}  # noqa: E731
+    mean = lambda key: float(np.nanmean([r[key] for r in rows]))  # noqa: E731
+    return dict(images=len(rows), psnr=mean("psnr"), ssim=mean("ssim"), psnr_gain=mean("dpsnr"),
+                ssim_gain=mean("dssim"), residual=mean("residual"), mass=per("mass"), fill=per("fill"))
+
+
+def scored_pairs(protocol) -> dict[str, list]:
+    """The two pair sets, each a list of (category, lq, gt, scan axis, gradient·spacing)."""
+    demo = [(c, lq, gt, scan, blur) for c, _, lq, gt, scan, blur in
+            demo_pairs(per_category=8, protocol=protocol, geometry=True)]
+    return {"demo pairs (40, 128x128)": demo,
+            f"outside the training ranges ({OUTSIDE_COUNT}, 4 T/m, 0.5 mm)": outside_pairs(protocol)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 1.0])
+    p.add_argument("--steps", type=int, default=300, help="phase-2 steps of each fine-tuning")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=Path, default=common.REPO / "runs/experiments/physics-weight")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args()
+    configure_threads(args.threads)
+    results = common.RESULTS / f"{NAME}.md"
+    if results.exists() and not args.overwrite:
+        raise FileExistsError(f"{results} exists; pass --overwrite to replace it")
+    protocol = pretrained.protocol()
+    started = time.perf_counter()
+    runs = {}
+    for w in args.weights:
+        cfg = TrainConfig(protocol=protocol, init=str(pretrained.model_path()), phases=("phase2",),
+                          steps=args.steps, batch=args.batch, lr=args.lr, physics_weight=w, device="cpu",
+                          ckpt_every=50, val_every=args.steps, val_images=8, out=str(args.runs / f"w{w:g}"))
+        runs[f"weight {w:g}"] = common.run_training(cfg)
+    sets = scored_pairs(protocol)
+    models = {"shipped (not fine-tuned)": pretrained.load()}
+    models.update({label: load_model(run) for label, run in runs.items()})
+    table = {label: {name: score(Restoration(model), pairs) for name, pairs in sets.items()}
+             for label, model in models.items()}
+    meta = {"command": " ".join(["python", "experiments/physics_weight.py", *sys.argv[1:]]),
+            "git revision": common.git_revision(), "hardware": common._cpu_model(),
+            "fine-tuning": f"phase 2 only from the shipped model, {args.steps} steps, batch {args.batch}, lr "
+                           f"{args.lr}, seed 101, {common.describe(protocol)}",
+            "wall seconds": f"{time.perf_counter() - started:.0f}"}
+    write_text_atomic(common.RESULTS / f"{NAME}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
+    write_text_atomic(results, render(table, meta))
+    print(render(table, meta))
+
+
+def render(table: dict, meta: dict) -> str:
+    lines = ["# The physics-consistency training term (`--physics-weight`)", "",
+             "Generated by `experiments/physics_weight.py`; do not edit by hand.", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    for name in next(iter(table.values())):
+        lines += ["", f"## {name}", "",
+                  "| model | PSNR | gain | SSIM | gain | residual | mass ratio per category | interior fill per category |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, sets in table.items():
+            r = sets[name]
+            per = lambda d: ", ".join(f"{c} {v:.2f}" for c, v in d.items())  # noqa: E731
+            lines.append(f"| {label} | {r['psnr']:.2f} | {r['psnr_gain']:+.2f} | {r['ssim']:.3f} | "
+                         f"{r['ssim_gain']:+.3f} | {r['residual']:.4f} | {per(r['mass'])} | {per(r['fill'])} |")
+    lines += ["", "residual: `refine.consistency_loss` of the output against its input (the training term "
+              "itself; 0 when the output blurred by the pair's PSF explains the input up to scale and offset)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    common.run_script(main)
