@@ -115,8 +115,8 @@ def test_consistency_loss_is_zero_for_the_truth_and_grows_for_a_wrong_output():
 
 
 def test_training_with_the_physics_term(tmp_path, capsys):
-    """--physics-weight adds the consistency term to every step's loss (the logged loss changes, the weight
-    is stored with the run); a paired folder is refused, it has no geometry."""
+    """--physics-weight adds the consistency term to every step's loss (the logged loss changes by the
+    logged term, the weight is stored with the run); a paired folder is refused, it has no geometry."""
     import csv
 
     from mpimamba.cli import main
@@ -127,10 +127,13 @@ def test_training_with_the_physics_term(tmp_path, capsys):
                      "--patch", "16", "--protocol", "authors-psf", "--canvas", "32", "--device", "cpu",
                      "--out", str(out), *extra]) == 0
         with open(out / "log.csv") as f:
-            return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+            return [r for r in csv.DictReader(f) if r["loss"]]
 
     plain, physics = run("plain"), run("physics", "--physics-weight", "1.0")
-    assert len(plain) == len(physics) == 3 and physics[0] > plain[0]  # same first batch, the term on top
+    assert len(plain) == len(physics) == 3 and all(r["physics"] == "" for r in plain)
+    # same weights and first batch: the first loss differs by exactly the logged term (weight 1)
+    term = float(physics[0]["physics"])
+    assert term > 0 and float(physics[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + term, rel=1e-4)
     from mpimamba.train import TrainConfig
 
     assert TrainConfig.from_json(tmp_path / "physics" / "config.json").physics_weight == 1.0

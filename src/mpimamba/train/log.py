@@ -13,8 +13,9 @@ from pathlib import Path
 from ..fileutil import write_text_atomic
 
 # val_loss: the phase's training loss on the validation pairs; val_psnr: PSNR of the inference output
-# model(lq) in eval mode, in every phase (see train.loop.validate)
-COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr")
+# model(lq) in eval mode, in every phase (see train.loop.validate); physics: the physics-consistency term
+# before its weight (refine.consistency_loss; empty without --physics-weight), included in `loss`
+COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics")
 
 
 def _fmt(value) -> str:

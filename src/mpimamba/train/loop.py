@@ -514,8 +514,10 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             lr = opt.param_groups[0]["lr"]
             result = net(lq, gt)
             loss = result["loss"]
+            physics = None
             if cfg.physics_weight > 0:
-                loss = loss + cfg.physics_weight * consistency_loss(result["output"], lq, geometry[0].to(lq.device))
+                physics = consistency_loss(result["output"], lq, geometry[0].to(lq.device))
+                loss = loss + cfg.physics_weight * physics
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -536,7 +538,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 if done % cfg.val_every == 0 or done == cfg.steps:
                     val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
-                          val_psnr=val_psnr)
+                          val_psnr=val_psnr, physics=None if physics is None else physics.item())
             # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
             # the wall-clock rule differs from rank to rank by the moments their clocks are read
             if distributed.any_rank(ctx, checkpoints.due(done)):
