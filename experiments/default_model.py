@@ -2,23 +2,31 @@
 
     .venv/bin/python experiments/default_model.py [--threads T] [--out runs/default-model]
 
-Two stages, one command:
+Three stages, one command:
 1. base: both phases from fresh weights on `pretrained.BASE_PROTOCOL` (`default`: 128-px canvases),
    `--base-steps` per phase, in OUT/base;
 2. tune: phase 2 only (the parts inference uses: condition encoder, latent denoiser, backbone), starting
    from the base model, on `pretrained.PROTOCOL` (`multiscale`: 64–256-px canvases and point sources),
    `--steps` steps, in OUT/tune. Why a second stage instead of starting over: the base model alone lost
    to the first shipped model on 64-px scans and point sources (docs/model-card.md), and the new data fixes
-   what it lacks without paying again for what it learned.
+   what it lacks without paying again for what it learned;
+3. polish: phase 2 again from the tune model, same data, `--polish-steps` steps with a fresh schedule at
+   `--polish-lr`, in OUT/polish: the tune stage's validation PSNR was still rising when its cosine ended,
+   and 300 more plain steps at 2e-4 gained +0.34 dB on the demo pairs while the physics-consistency term
+   lost SSIM at every weight tried (experiments/results/physics-weight.md), so this stage has no such term.
 Each stage is resumable: rerun the same command after an interruption and it continues from the stage's
-checkpoint (written every 50 steps, every 10 minutes and at the end); a finished stage is reused. When the
-tune stage is done its weights are installed with `pretrained.install` (atomic), with both stages'
-settings and the wall time in the JSON; `experiments/model_card.py` then regenerates docs/model-card.md.
+checkpoint (written every 50 steps, every 10 minutes and at the end); a finished stage is reused.
+`--after-shipped` skips stages 1 and 2 and starts the polish stage from the installed model, for when it
+is the tune stage's output (the shipped v3) and the run folders that made it are gone (they are never
+committed); the earlier stages' settings are then taken from the installed JSON. When the last stage is
+done its weights are installed with `pretrained.install` (atomic), with every stage's settings and the
+wall time in the JSON; `experiments/model_card.py` then regenerates docs/model-card.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -40,9 +48,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4,
                         help="base stage; higher than the released 2e-4: the CPU budget is ~100x shorter")
     parser.add_argument("--tune-lr", type=float, default=3e-4, help="tune stage")
-    parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base and OUT/tune")
+    parser.add_argument("--polish-steps", type=int, default=2000, help="optimiser steps of the polish stage (phase 2)")
+    parser.add_argument("--polish-lr", type=float, default=2e-4, help="polish stage")
+    parser.add_argument("--after-shipped", action="store_true",
+                        help="skip base and tune: polish the installed model (the tune stage's output of an earlier run)")
+    parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
     parser.add_argument("--protocol", default=pretrained.PROTOCOL.name, choices=sorted(PROTOCOLS),
-                        help="data of the tune stage (default: the recipe's, pretrained.PROTOCOL)")
+                        help="data of the tune and polish stages (default: the recipe's, pretrained.PROTOCOL)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-install", action="store_true", help="train only; leave the shipped weights alone")
     args = parser.parse_args()
@@ -55,17 +67,37 @@ def main() -> None:
     tune = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.steps, lr=args.tune_lr,
                        init=str(args.out / "base" / "model.safetensors"), phases=("phase2",),
                        out=str(args.out / "tune"), **shared)
+    polish_init = str(pretrained.model_path()) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
+    polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
+                         init=polish_init, phases=("phase2",), out=str(args.out / "polish"), **shared)
     start = time.perf_counter()
-    common.run_training(base)  # reuse a finished stage of these settings, resume an interrupted one
-    common.run_training(tune)
+    if args.after_shipped:
+        earlier = _installed_stages()
+    else:
+        common.run_training(base)  # reuse a finished stage of these settings, resume an interrupted one
+        common.run_training(tune)
+        earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
+    common.run_training(polish)
     wall = time.perf_counter() - start
     if args.no_install:
         return
-    installed = pretrained.install(Path(tune.out), {
-        **tune.to_dict(), "base": base.to_dict(), "recipe": pretrained.RECIPE,
+    installed = pretrained.install(Path(polish.out), {
+        **polish.to_dict(), "stage": "polish", **earlier, "recipe": pretrained.RECIPE,
         "wall_seconds_last_invocation": round(wall), "torch_threads": torch.get_num_threads(),
     })
     print(f"installed {installed} ({installed.stat().st_size / 1e6:.1f} MB)")
+
+
+def _installed_stages() -> dict[str, dict]:
+    """The base and tune records of the installed model, which must be the tune stage's output."""
+    training = json.loads(pretrained.model_path().with_suffix(".json").read_text()).get("training", {})
+    if "base" not in training or training.get("stage", "tune") != "tune":
+        raise ValueError("--after-shipped: the installed model is not a tune stage's output (its JSON has "
+                         f"stage {training.get('stage')!r}, base {'present' if 'base' in training else 'missing'}); "
+                         "run the whole recipe instead")
+    tune = {k: v for k, v in training.items() if k not in ("base", "recipe", "wall_seconds_last_invocation",
+                                                           "torch_threads", "stage")}
+    return {"base": training["base"], "tune": tune}
 
 
 if __name__ == "__main__":

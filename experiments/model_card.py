@@ -82,25 +82,31 @@ def _log_lines(log: Path, batch) -> list[str]:
 
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
     t = meta.get("training", {})
-    base = t.get("base")  # two-stage recipe: a base run, then phase 2 fine-tuned on another protocol
+    # a staged recipe records its earlier stages under their names and the installed one at the top level
+    # (named by "stage"; a v3 record, base + tune, predates that key)
+    earlier = [name for name in ("base", "tune") if name in t]
     lines = [
         "## Training",
         f"- Recipe: `.venv/bin/python {pretrained.RECIPE}` (one command; rerun it to continue an interrupted run).",
     ]
-    stages = [("base", base, Protocol.from_dict(base["protocol"]))] if base else []
-    stages.append(("tune" if base else None, t, protocol))
-    for stage, record, stage_protocol in stages:
+    stages = [(name, t[name], Protocol.from_dict(t[name]["protocol"])) for name in earlier]
+    stages.append((t.get("stage", "tune" if earlier else None), t, protocol))
+    for i, (stage, record, stage_protocol) in enumerate(stages):
         steps = record.get("steps", record.get("steps_per_phase"))
         phases = record.get("phases") or ["phase1", "phase2"]
-        what = ("phase 2 only (condition encoder + CL-DM + backbone), from the base stage's weights"
-                if phases == ["phase2"] else "both phases (phase 1: LFE + backbone with the prior from the ground "
-                "truth; phase 2: condition encoder + CL-DM + backbone fine-tuning)")
+        what = (f"phase 2 only (condition encoder + CL-DM + backbone), from the {stages[i - 1][0]} stage's weights"
+                if phases == ["phase2"] and i > 0 else "both phases (phase 1: LFE + backbone with the prior from the "
+                "ground truth; phase 2: condition encoder + CL-DM + backbone fine-tuning)")
         lines += [f"- {'Stage ' + repr(stage) + ': ' if stage else ''}{steps} steps in {what}; data: the simulated "
                   f"stream of protocol `{stage_protocol.name}` (`mpimamba.physics.protocols`): "
                   f"{stage_protocol.describe()}; {_schedule(record, meta.get('seed'))}."]
         log = (run / stage / "log.csv" if stage else run / "log.csv") if run else None
         if log and log.is_file():
             lines += _log_lines(log, record.get("batch"))
+        elif run:
+            lines.append(f"  (its log `{stage}/log.csv` is not in `{run.name}` on this machine: the stage was trained "
+                         "in an earlier session; its step time and validation are in the earlier cards, git history "
+                         "of docs/model-card.md)")
     lines.append(f"- Compute: on {_cpu()}.")
     return "\n".join(lines)
 
@@ -311,7 +317,7 @@ def _comparison_section(now: dict, previous: dict | None, previous_path: Path | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "default-model",
-                        help="the recipe's output folder that trained it (RUN/base, RUN/tune: for their logs)")
+                        help="the recipe's output folder that trained it (RUN/base, RUN/tune, RUN/polish: for their logs)")
     parser.add_argument("--compare", nargs="*", default=[], choices=sorted(PROTOCOLS),
                         help="also score the demo pairs of these protocols")
     parser.add_argument("--previous", type=Path, default=None,

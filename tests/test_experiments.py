@@ -85,7 +85,6 @@ def test_table1_smoke_run_records_provenance_and_reruns_without_retraining(table
 
 def test_simulated_sets_are_written_once_and_never_silently_replaced(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    import dataclasses
 
     import common
 
@@ -227,3 +226,56 @@ def test_an_interrupted_experiment_ends_with_one_line_saying_how_to_continue(mon
     assert stopped.value.code == 130
     err = capsys.readouterr().err
     assert "stopped at phase2 step 7" in err and "rerun the same command to continue" in err and "Traceback" not in err
+
+
+def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_path):
+    """A three-stage record (base, tune, then the installed polish stage) and a v3 record (base + tune at the
+    top level, before stages were named) both list their stages in training order, each from its own
+    predecessor's weights; a stage whose log is not on this machine says so."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import model_card
+    from mpimamba import pretrained
+    from mpimamba.physics.protocols import PROTOCOLS
+    from mpimamba.train.config import TrainConfig
+
+    def record(protocol, steps, phases=None):
+        return TrainConfig(protocol=PROTOCOLS[protocol], steps=steps, phases=phases).to_dict()
+
+    base, tune = record("default", 1700), record("multiscale", 2000, ("phase2",))
+    polish = {**record("multiscale", 500, ("phase2",)), "stage": "polish", "base": base, "tune": tune}
+    (tmp_path / "polish").mkdir()
+    (tmp_path / "polish" / "log.csv").write_text("phase,step,loss,lr,img_per_s,val_loss,val_psnr,physics\n"
+                                                 "phase2,0,,,,0.1,19.0,\nphase2,1,0.1,0.0002,4.0,,,\n"
+                                                 "phase2,2,0.1,0.0002,4.0,0.1,19.5,\n")
+    text = model_card._training_section({"training": polish, "seed": 101}, PROTOCOLS["multiscale"], tmp_path)
+    stages = re.findall(r"- Stage '(\w+)': (\d+) steps in (both phases|phase 2 only[^;]*)", text)
+    assert [(s, n) for s, n, _ in stages] == [("base", "1700"), ("tune", "2000"), ("polish", "500")]
+    assert stages[0][2] == "both phases" and "from the base stage" in stages[1][2] and "from the tune stage" in stages[2][2]
+    assert text.count("is not in") == 2 and "PSNR 19.00 dB at phase2 step 0 → 19.50 dB at step 2" in text
+    assert pretrained.RECIPE in text
+
+    v3 = {**tune, "base": base}
+    stages = re.findall(r"- Stage '(\w+)'", model_card._training_section({"training": v3}, PROTOCOLS["multiscale"], None))
+    assert stages == ["base", "tune"]
+
+
+def test_polishing_the_shipped_model_takes_its_earlier_stages_and_refuses_a_polished_one(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import json
+
+    import default_model
+    from mpimamba import pretrained
+
+    weights = tmp_path / "mpi_mamba_small.safetensors"
+    weights.write_bytes(b"")
+    monkeypatch.setattr(pretrained, "MODEL_PATH", weights)
+
+    def install(training):
+        weights.with_suffix(".json").write_text(json.dumps({"training": training}))
+
+    install({"steps": 2000, "phases": ["phase2"], "base": {"steps": 1700}, "recipe": "x", "torch_threads": 2})
+    earlier = default_model._installed_stages()
+    assert earlier == {"base": {"steps": 1700}, "tune": {"steps": 2000, "phases": ["phase2"]}}
+    install({"steps": 500, "stage": "polish", "base": {}, "tune": {}})
+    with pytest.raises(ValueError, match="not a tune stage's output"):
+        default_model._installed_stages()
