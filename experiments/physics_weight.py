@@ -8,7 +8,7 @@ the control: the same fine-tuning without the term), each scored on
   pair's own PSF, explains the input: `refine.consistency_loss`, 0 = perfectly);
 - 20 pairs outside the training ranges (4 T/m, 0.5 mm pixels; same categories), the same figures.
 
-    python experiments/physics_weight.py                     # ~60 min on a 2-core CPU at 1 thread
+    python experiments/physics_weight.py                     # ~35 min on a 2-core CPU at 1 thread
     python experiments/physics_weight.py --weights 0 1 --steps 100
 
 Runs go to runs/experiments/physics-weight/w<weight> (resumable; a finished run is reused, never
@@ -68,9 +68,9 @@ def score(restore: Restoration, pairs) -> dict:
     rows = []
     for category, lq, gt, scan, blur in pairs:
         out = restore(lq)
-        rows.append(dict(category=category, dpsnr=float(psnr(out, gt)) - float(psnr(lq, gt)),
-                         dssim=float(ssim(out, gt)) - float(ssim(lq, gt)), psnr=float(psnr(out, gt)),
-                         ssim=float(ssim(out, gt)), mass=mass_ratio(out, gt), fill=interior_fill(out, gt),
+        out_psnr, out_ssim = float(psnr(out, gt)), float(ssim(out, gt))
+        rows.append(dict(category=category, dpsnr=out_psnr - float(psnr(lq, gt)), dssim=out_ssim - float(ssim(lq, gt)),
+                         psnr=out_psnr, ssim=out_ssim, mass=mass_ratio(out, gt), fill=interior_fill(out, gt),
                          residual=residual(out, lq, scan, blur)))
     cats = sorted({r["category"] for r in rows})
     per = lambda key: {c: float(np.nanmean([r[key] for r in rows if r["category"] == c])) for c in cats}  # noqa: E731
