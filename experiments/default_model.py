@@ -67,7 +67,9 @@ def main() -> None:
     tune = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.steps, lr=args.tune_lr,
                        init=str(args.out / "base" / "model.safetensors"), phases=("phase2",),
                        out=str(args.out / "tune"), **shared)
-    polish_init = str(pretrained.model_path()) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
+    # recorded as the recipe's other paths are, relative to the repository it runs in (not this machine's path)
+    shipped = pretrained.model_path().relative_to(common.REPO)
+    polish_init = str(shipped) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
                          init=polish_init, phases=("phase2",), out=str(args.out / "polish"), **shared)
     start = time.perf_counter()
