@@ -5,7 +5,8 @@ all measured side by side in one run (issue 10's targets in brackets):
   channels, N 16, 64×64 = L 4096), forward and forward+backward, as SS2D calls it: today's `ss2d_scan`
   (cpu kernel, orders by index) against the previous kernel (a pinned copy, `_previous_scan_kernel.py`)
   fed as the previous SS2D fed it (flipped and transposed copies of the four orders, softplus in
-  PyTorch, the outputs merged back) [forward+backward >= 5x faster; backward <= 2x forward];
+  PyTorch, the outputs merged back) [forward+backward >= 5x faster; backward <= 2x forward], and today's
+  with its numba backward forced in place of the C one (models/ssm/native.py);
 - training step of every method and phase at the `small` preset: batch 8, 64×64, L1 loss, backward,
   gradient clipping, AdamW step [MPI-Mamba phase 1 <= 1.2x Restormer];
 - inference of one (1, 1, S, S) image, S in 64, 256, 512, eval mode under torch.inference_mode
@@ -37,7 +38,7 @@ from tqdm import tqdm
 import _previous_scan_kernel as previous
 from _timing import load, machine, replace_block
 from mpimamba.models import METHODS, build
-from mpimamba.models.ssm import ss2d_scan, use_scan_backend
+from mpimamba.models.ssm import native, ss2d_scan, use_scan_backend
 from mpimamba.threads import configure_threads
 
 BATCH, PATCH = 8, 64
@@ -123,6 +124,12 @@ def time_scans(repeats: int) -> dict[str, float]:
             out[f"{name}_fwd"] = median_time(lambda: scan(t), repeats)
         t = scan_inputs(True)
         out[f"{name}_fwdbwd"] = median_time(lambda: scan(t).sum().backward(), repeats)
+
+    def with_numba_backward():  # what runs where the C backward is not built (the backward is in the block)
+        with native.use_native_backward(False):
+            scan_now(t).sum().backward()
+
+    out["numba_fwdbwd"] = median_time(with_numba_backward, repeats)
     return out
 
 
@@ -226,12 +233,19 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
     lines += ["", f"Scan at MPI-Mamba small's level 1 (batch {s['batch']}, {s['orders']} orders × {s['channels']} "
               f"channels, N {s['state']}, L {s['height'] * s['width']}), milliseconds:", "",
               "| threads | previous fwd | now fwd | previous fwd+bwd | now fwd+bwd | speed-up fwd+bwd [>= 5x] "
-              "| now bwd / fwd [<= 2x] |", "|---:|---:|---:|---:|---:|---:|---:|"]
+              "| now bwd / fwd [<= 2x] | fwd+bwd, numba backward | its bwd / fwd |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, r in scans.items():
         bwd_over_fwd = (r["now_fwdbwd"] - r["now_fwd"]) / r["now_fwd"]
+        numba_over_fwd = (r["numba_fwdbwd"] - r["now_fwd"]) / r["now_fwd"]
         lines.append(f"| {n} | {1e3 * r['previous_fwd']:.0f} | {1e3 * r['now_fwd']:.0f} | "
                      f"{1e3 * r['previous_fwdbwd']:.0f} | {1e3 * r['now_fwdbwd']:.0f} | "
-                     f"{r['previous_fwdbwd'] / r['now_fwdbwd']:.1f}x | {bwd_over_fwd:.2f}x |")
+                     f"{r['previous_fwdbwd'] / r['now_fwdbwd']:.1f}x | {bwd_over_fwd:.2f}x | "
+                     f"{1e3 * r['numba_fwdbwd']:.0f} | {numba_over_fwd:.2f}x |")
+    variant = native.library()
+    lines += ["", "Backward: " + (f"the C kernel ({variant[0]} build, scan_backward.c)" if variant else
+                                  "the numba kernel (the C one is not built here)") + "; the last two columns "
+              "force the numba backward, which runs wherever the C one is not built."]
     if contention:
         idle, busy = contention
         lines += ["", f"Contention: MPI-Mamba phase-1 step at 2 threads, idle {idle:.2f} s, beside one CPU-bound "

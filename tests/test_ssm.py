@@ -1,5 +1,7 @@
 """The fast selective-scan backends give the reference's numbers: values and the gradient of every input."""
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -225,3 +227,82 @@ def test_cli_names_the_same_backends():
     from mpimamba.cli import SCAN_BACKENDS
 
     assert SCAN_BACKENDS == ("auto", *ssm.BACKEND_NAMES)
+
+
+# ---------------------------------------------------------------- the C backward of the cpu backend
+
+needs_native = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                                  reason="the C backward is built on x86-64 only")
+
+
+@needs_native
+def test_native_backward_is_built_and_loads():
+    """On x86-64 the install builds it (setup.py): a silently failed build would leave CI on numba."""
+    from mpimamba.models.ssm import native
+
+    found = native.library()
+    assert found is not None, "setup.py's scan_backward extension is missing: reinstall (pip install -e .)"
+    width = found[1].scan_vector_width()
+    assert width in (8, 16) and native.usable(16, 2 * width)
+    assert not native.usable(4, 2 * width) and not native.usable(16, width + 1)  # the numba kernel covers these
+    with native.use_native_backward(False):
+        assert not native.usable(16, 2 * width)
+
+
+def _count_native_calls(monkeypatch):
+    from mpimamba.models.ssm import native
+
+    calls = []
+    real = native.backward
+    monkeypatch.setattr(native, "backward", lambda *a: (calls.append(1), real(*a))[1])
+    return calls
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(5, 7), (1, 9), (11, 13)], ids=["5x7", "1x9", "11x13"])
+@pytest.mark.parametrize("big_delta", [False, True], ids=["delta", "large-delta"])
+def test_native_backward_matches_reference_on_ss2d(monkeypatch, shape, big_delta):
+    """N = 16 and 32 channels (two AVX-512 vectors, four AVX2 ones), the four orders by index, odd lengths
+    (11·13 = 143 steps crosses four checkpoint segments, the last partial): values and every gradient."""
+    calls = _count_native_calls(monkeypatch)
+    inputs = make_ss2d_inputs(height=shape[0], width=shape[1], e=32, n=16, big_delta=big_delta)
+    y_ref, g_ref = run_ss2d("reference", inputs, torch.float64)
+    y, g = run_ss2d("cpu", inputs, torch.float32)
+    assert calls, "the C backward did not run"
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
+    for name in g_ref:
+        scale = g_ref[name].abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(g[name].double(), g_ref[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+@needs_native
+@pytest.mark.parametrize("softplus", [True, False])
+def test_native_backward_matches_reference_grouped(monkeypatch, softplus):
+    """mamba_ssm's API with grouped B/C (2 groups of 16 channels) and every optional input."""
+    calls = _count_native_calls(monkeypatch)
+    assert_matches_reference("cpu", make_inputs(d=32, n=16, length=70, groups=2), delta_softplus=softplus)
+    assert calls
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_and_numba_backward_agree(threads):
+    """The two backwards of the cpu backend give the same gradients (float32 rounding apart), whatever the
+    number of threads the items are split over (3 leaves uneven ranges of the 8 items)."""
+    from mpimamba.models.ssm import native
+    from mpimamba.threads import configure_threads
+
+    inputs = make_ss2d_inputs(height=6, width=10, e=16, n=16, big_delta=False, seed=3)
+    before = torch.get_num_threads()
+    try:
+        configure_threads(threads)
+        y, g = run_ss2d("cpu", inputs, torch.float32)
+        with native.use_native_backward(False):
+            y_numba, g_numba = run_ss2d("cpu", inputs, torch.float32)
+    finally:
+        configure_threads(before)
+    torch.testing.assert_close(y, y_numba, rtol=0, atol=0)  # one forward kernel
+    for name in g:
+        scale = g_numba[name].abs().max().item()
+        torch.testing.assert_close(g[name], g_numba[name], rtol=1e-4, atol=1e-6 * scale, msg=name)

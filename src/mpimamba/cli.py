@@ -388,6 +388,13 @@ def _run_info(args) -> None:
     print("selective-scan backends: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in backends.items()))
     print(f"scan backend asked for: {chosen_backend()}; runs on CPU: {resolve_backend(None, torch.zeros(1))}"
           + (f", on GPU: {resolve_backend(None, torch.zeros(1, device='cuda'))}" if gpus else ""))
+    if importable("numba"):
+        from .models.ssm import native
+
+        found = native.library()
+        print("cpu scan backward: " + (f"C kernel ({found[0]} build) for N = 16 and channels divisible by "
+                                       f"{found[1].scan_vector_width()}, numba otherwise" if found else
+                                       "numba (the C kernel is not built for this machine)"))
     print(f"methods: {', '.join(METHODS)}")
 
 

@@ -46,6 +46,11 @@ def _apply(count: int) -> None:
     _configured = count
 
 
+def configured_threads() -> int:
+    """The thread count the kernels use: the configured one, else torch's current count."""
+    return _configured or torch.get_num_threads()
+
+
 def start_numba_pool() -> None:
     """Start numba's thread pool at the configured (else torch's current) count, leaving torch's as it was.
 

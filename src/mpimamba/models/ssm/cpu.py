@@ -26,6 +26,10 @@ steps, (B, K, S, N, E) float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half
 (SEGMENT + 1, N, E) states and (SEGMENT, N, E) decays.
 
 Threads: numba's pool size is set once per process (`mpimamba.threads`), never per call.
+
+Where it was built (x86-64 with AVX2 or AVX-512, N = 16, channels divisible by the vector width) the
+backward runs the C kernel of scan_backward.c instead of `_backward_kernel` (native.py): the same
+recurrence with the state tile in registers, about twice as fast.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from numba.extending import intrinsic
 from torch.autograd.function import once_differentiable
 
 from ...threads import start_numba_pool, use_configured_threads
+from . import native
 
 SEGMENT = 32  # steps between state checkpoints; the backward recomputes one segment at a time
 
@@ -297,9 +302,14 @@ class _ScanCPU(torch.autograd.Function):
         dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA_part = torch.empty(batch, *A.shape, dtype=torch.float64)  # (B, K, N, E)
         dbias_part = torch.empty(batch, *bias.shape, dtype=torch.float64)  # (B, K, E)
-        _backward_kernel(u.numpy(), delta.numpy(), bias.numpy(), ctx.softplus, A.numpy(), B.numpy(), C.numpy(),
-                         ctx.positions, ckpt.numpy(), gy.contiguous().numpy(), du_per_order.numpy(),
-                         ddelta.numpy(), dB.numpy(), dC.numpy(), dA_part.numpy(), dbias_part.numpy())
+        gy = gy.contiguous()
+        if native.usable(A.shape[1], delta.shape[3]):  # the C backward: same numbers, about twice as fast
+            native.backward(u, delta, bias, ctx.softplus, A, B, C, ctx.positions, ckpt, gy, du_per_order,
+                            ddelta, dB, dC, dA_part, dbias_part)
+        else:
+            _backward_kernel(u.numpy(), delta.numpy(), bias.numpy(), ctx.softplus, A.numpy(), B.numpy(),
+                             C.numpy(), ctx.positions, ckpt.numpy(), gy.numpy(), du_per_order.numpy(),
+                             ddelta.numpy(), dB.numpy(), dC.numpy(), dA_part.numpy(), dbias_part.numpy())
         du = du_per_order.sum(2, keepdim=True) if u.shape[2] == 1 else du_per_order
         return du, ddelta, dbias_part.sum(0).float(), dA_part.sum(0).float(), dB, dC, None, None
 

@@ -1,0 +1,199 @@
+/* The `cpu` scan backend's backward pass in C: the same recurrence as `_backward_kernel` in cpu.py (read its
+ * docstring for the adjoint equations, the layouts and the checkpoints), for state size N = 16 and a channel
+ * count divisible by the vector width W.
+ *
+ * Why C: the numba kernel vectorises over channels but cannot keep a (state x channel) tile in registers, and
+ * it reduces dB and dC (sums over channels) one (step, state) at a time. Here W channels are one vector (GCC
+ * vector extensions, no intrinsics), the adjoint state λ of those channels for all 16 states stays in
+ * registers for the whole walk, and the 16 channel sums of one step are done together by a transposing tree
+ * of shuffles (15 shuffle-add pairs instead of 16 separate horizontal sums).
+ *
+ * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernel in use):
+ * W = 16 with -march=x86-64-v4 (AVX-512) and W = 8 with -march=x86-64-v3 (AVX2 + FMA); native.py loads the
+ * one the CPU supports through ctypes (the files are plain shared libraries, not Python modules).
+ *
+ * Precision as in the numba kernel: float32, with the sums over time (dA, dbias) added segment by segment
+ * into float64 totals; exp and log1p are the same polynomials (rounding to the nearest integer instead of
+ * floor(x + 0.5) in exp2, which only moves ties).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#ifndef W
+#define W 16  /* channels per vector: 16 for AVX-512, 8 for AVX2 */
+#endif
+#define NS 16  /* state size N */
+#define SEG 32  /* steps between the forward's state checkpoints: cpu.SEGMENT */
+
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
+typedef float vfu __attribute__((vector_size(4 * W), aligned(4)));
+
+static inline vf ld(const float *p) { return *(const vfu *)p; }
+static inline void st(float *p, vf v) { *(vfu *)p = v; }
+static inline vf bc(float x) { return x - (vf){0}; }
+static inline vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+static const float LOG2E = 1.4426950408889634f;
+static const float P0 = 1.0000001192092896f, P1 = 0.6931469440460205f, P2 = 0.24022121727466583f,
+                   P3 = 0.05550742521882057f, P4 = 0.009675459936261177f, P5 = 0.0013266970636323094f;
+
+static inline vf exp2v(vf x) {
+    vf v = sel(x > bc(127.0f), bc(127.0f), x);
+    v = sel(v < bc(-126.0f), bc(-126.0f), v);
+    const vf magic = bc(12582912.0f);  /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
+    vf k = (v + magic) - magic;
+    vf r = v - k;
+    vf p = ((((bc(P5) * r + bc(P4)) * r + bc(P3)) * r + bc(P2)) * r + bc(P1)) * r + bc(P0);
+    vi ki = __builtin_convertvector(k, vi);
+    vi bits = (ki + 127) << 23;
+    return p * (vf)bits;
+}
+
+static inline vf log1p_unit(vf w) {
+    vf s = w / (bc(2.0f) + w);
+    vf s2 = s * s;
+    vf series = ((((bc(1.0f/11) * s2 + bc(1.0f/9)) * s2 + bc(1.0f/7)) * s2 + bc(1.0f/5)) * s2 + bc(1.0f/3)) * s2 + bc(1.0f);
+    return bc(2.0f) * s * series;
+}
+
+/* dt = softplus(v) (or v), slope = its derivative */
+static inline void step_delta(vf v, int64_t softplus, vf *dt, vf *slope) {
+    if (!softplus) { *dt = v; *slope = bc(1.0f); return; }
+    vf a = sel(v < bc(0.0f), -v, v);
+    vf w = exp2v(-a * bc(LOG2E));
+    vf inv = bc(1.0f) / (bc(1.0f) + w);
+    vf pos = sel(v > bc(0.0f), v, bc(0.0f));
+    *dt = pos + log1p_unit(w);
+    *slope = sel(v >= bc(0.0f), inv, w * inv);
+}
+
+#if W == 16
+static const vi EVEN = {0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30}, ODD = {1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31};
+#elif W == 8
+static const vi EVEN = {0,2,4,6,8,10,12,14}, ODD = {1,3,5,7,9,11,13,15};
+#elif W == 4
+static const vi EVEN = {0,2,4,6}, ODD = {1,3,5,7};
+#else
+#error "W must be 4, 8 or 16"
+#endif
+/* [a0+a1, a2+a3, ..., b0+b1, b2+b3, ...]: one level of the transposing reduction */
+static inline vf pairsum(vf a, vf b) { return __builtin_shuffle(a, b, EVEN) + __builtin_shuffle(a, b, ODD); }
+
+/* out[j] lane l = the sum of the lanes of v[j*W + l]: NS horizontal sums in NS - NS/W shuffle-add pairs */
+static inline void reduce_lanes(vf *v, vf *out) {
+    int count = NS;
+    for (int width = W; width > 1; width /= 2) {
+        for (int i = 0; i < count / 2; i++) v[i] = pairsum(v[2 * i], v[2 * i + 1]);
+        count /= 2;
+    }
+    for (int j = 0; j < NS / W; j++) out[j] = v[j];
+}
+
+/* Shapes, in the order native.py passes them. */
+typedef struct {
+    int64_t batch, length, orders, channels, ku_count, kg_count, segments;
+} dims_t;
+
+int64_t scan_vector_width(void) { return W; }
+
+int64_t scan_state_size(void) { return NS; }
+
+/* Items [first, last) of the B·K (batch, order) items, each owning its rows of every output (no two items
+ * write the same entry). Layouts, channels last: u (B, L, Ku, E); delta, du, ddelta (B, L, K, E); bias (K, E);
+ * A (K, N, E); Bm, Cm, dB, dC (B, L, K, N); positions (K, L); ckpt (B, K, S, N, E); gy (B, L, Kg, E);
+ * dA_part (B, K, N, E) and dbias_part (B, K, E) in float64. */
+static void backward_item(int64_t item, const dims_t *d, int64_t softplus,
+                        const float *u, const float *delta, const float *bias, const float *A,
+                        const float *Bm, const float *Cm, const int64_t *positions, const float *ckpt,
+                        const float *gy, float *du, float *ddelta, float *dB, float *dC,
+                        double *dA_part, double *dbias_part)
+{
+    const int64_t K = d->orders, E = d->channels, L = d->length, S = d->segments;
+    const int64_t b = item / K, k = item % K;
+    const int64_t ku = d->ku_count == 1 ? 0 : k, kg = d->kg_count == 1 ? 0 : k;
+    const int64_t *pos = positions + k * L;
+    vf hbuf[SEG + 1][NS], dbuf[SEG][NS], xbuf[SEG], dtbuf[SEG], slbuf[SEG];
+    for (int64_t c0 = 0; c0 < E; c0 += W) {
+        const int first = c0 == 0;
+        vf Ak[NS], A2k[NS], lam[NS], dA_seg[NS];
+        double dA_tot[NS][W], dbias_tot[W];
+        memset(dA_tot, 0, sizeof dA_tot);
+        memset(dbias_tot, 0, sizeof dbias_tot);
+        for (int n = 0; n < NS; n++) {
+            Ak[n] = ld(A + (k * NS + n) * E + c0);
+            A2k[n] = Ak[n] * bc(LOG2E);
+            lam[n] = bc(0.0f);
+        }
+        const vf bias_v = ld(bias + k * E + c0);
+        for (int64_t s = S - 1; s >= 0; s--) {
+            const int64_t t0 = s * SEG, t1 = t0 + SEG < L ? t0 + SEG : L;
+            for (int n = 0; n < NS; n++) hbuf[0][n] = ld(ckpt + (((b * K + k) * S + s) * NS + n) * E + c0);
+            for (int64_t t = t0; t < t1; t++) {  /* recompute the segment's decays and states */
+                const int i = (int)(t - t0);
+                const int64_t p = pos[t];
+                const int64_t row = (b * L + p) * K + k;
+                vf dt, sl;
+                step_delta(ld(delta + row * E + c0) + bias_v, softplus, &dt, &sl);
+                vf x = dt * ld(u + ((b * L + p) * d->ku_count + ku) * E + c0);
+                dtbuf[i] = dt; slbuf[i] = sl; xbuf[i] = x;
+                const float *bt = Bm + row * NS;
+                for (int n = 0; n < NS; n++) {
+                    vf de = exp2v(dt * A2k[n]);
+                    dbuf[i][n] = de;
+                    hbuf[i + 1][n] = de * hbuf[i][n] + x * bc(bt[n]);
+                }
+            }
+            vf dbias_seg = bc(0.0f);
+            for (int n = 0; n < NS; n++) dA_seg[n] = bc(0.0f);
+            for (int64_t t = t1 - 1; t >= t0; t--) {  /* walk it backwards */
+                const int i = (int)(t - t0);
+                const int64_t p = pos[t];
+                const int64_t row = (b * L + p) * K + k;
+                const vf g = ld(gy + ((b * L + p) * d->kg_count + kg) * E + c0);
+                const vf x = xbuf[i], dt = dtbuf[i];
+                const float *bt = Bm + row * NS, *ct = Cm + row * NS;
+                vf accC[NS], accB[NS];
+                vf sum_lb = bc(0.0f), sum_ad = bc(0.0f);
+                for (int n = 0; n < NS; n++) {
+                    const vf dn = dbuf[i][n];
+                    vf lt = lam[n] + bc(ct[n]) * g;
+                    accC[n] = g * hbuf[i + 1][n];
+                    accB[n] = lt * x;
+                    sum_lb += lt * bc(bt[n]);
+                    vf dec = lt * dn * hbuf[i][n];
+                    sum_ad += Ak[n] * dec;
+                    dA_seg[n] += dt * dec;
+                    lam[n] = lt * dn;
+                }
+                vf rc[NS / W], rb[NS / W];
+                reduce_lanes(accC, rc);
+                reduce_lanes(accB, rb);
+                for (int j = 0; j < NS / W; j++) {
+                    float *pc = dC + row * NS + j * W, *pb = dB + row * NS + j * W;
+                    if (first) { st(pc, rc[j]); st(pb, rb[j]); }
+                    else { st(pc, ld(pc) + rc[j]); st(pb, ld(pb) + rb[j]); }
+                }
+                st(du + row * E + c0, sum_lb * dt);
+                vf graw = (sum_ad + sum_lb * ld(u + ((b * L + p) * d->ku_count + ku) * E + c0)) * slbuf[i];
+                st(ddelta + row * E + c0, graw);
+                dbias_seg += graw;
+            }
+            for (int n = 0; n < NS; n++) for (int e = 0; e < W; e++) dA_tot[n][e] += dA_seg[n][e];
+            for (int e = 0; e < W; e++) dbias_tot[e] += dbias_seg[e];
+        }
+        for (int n = 0; n < NS; n++) for (int e = 0; e < W; e++) dA_part[((b * K + k) * NS + n) * E + c0 + e] = dA_tot[n][e];
+        for (int e = 0; e < W; e++) dbias_part[(b * K + k) * E + c0 + e] = dbias_tot[e];
+    }
+}
+
+void scan_backward(int64_t first, int64_t last, const dims_t *d, int64_t softplus,
+                   const float *u, const float *delta, const float *bias, const float *A,
+                   const float *Bm, const float *Cm, const int64_t *positions, const float *ckpt,
+                   const float *gy, float *du, float *ddelta, float *dB, float *dC,
+                   double *dA_part, double *dbias_part)
+{
+    for (int64_t item = first; item < last; item++)
+        backward_item(item, d, softplus, u, delta, bias, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, dC,
+                      dA_part, dbias_part);
+}
