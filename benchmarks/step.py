@@ -6,7 +6,8 @@ all measured side by side in one run (issue 10's targets in brackets):
   (cpu kernel, orders by index) against the previous kernel (a pinned copy, `_previous_scan_kernel.py`)
   fed as the previous SS2D fed it (flipped and transposed copies of the four orders, softplus in
   PyTorch, the outputs merged back) [forward+backward >= 5x faster; backward <= 2x forward], and today's
-  with its numba backward forced in place of the C one (models/ssm/native.py);
+  with its numba kernels forced in place of the C ones (models/ssm/native.py: what runs where those are
+  not built);
 - training step of every method and phase at the `small` preset: batch 8, 64×64, L1 loss, backward,
   gradient clipping, AdamW step [MPI-Mamba phase 1 <= 1.2x Restormer];
 - inference of one (1, 1, S, S) image, S in 64, 256, 512, eval mode under torch.inference_mode
@@ -14,7 +15,8 @@ all measured side by side in one run (issue 10's targets in brackets):
 - contention: the MPI-Mamba phase-1 step at 2 threads while one other CPU-bound process runs, against
   the same step idle [<= 2.5x].
 Each at 1 and at 2 threads (`--threads`), set once per setting with mpimamba.threads.configure_threads.
-Times are medians of `--repeats` runs after one warm-up.
+Times are medians of `--repeats` runs after one warm-up (the scans: 3 × `--repeats` rounds), each variant
+of one table taking one run per round in turn, so that a slow spell of a shared machine slows all alike.
 
     python benchmarks/step.py [--threads 1 2] [--repeats 3] [--sizes 64 256 512] [--methods ...]
                               [--out docs/methods.md] [--no-contention]
@@ -116,21 +118,29 @@ def scan_previous(t: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.flatten(2).transpose(1, 2)  # (B, L, E)
 
 
+SCAN_ROUNDS = 3  # the scans take a tenth of a second: this many times --repeats rounds, interleaved
+
+
 def time_scans(repeats: int) -> dict[str, float]:
-    out = {}
-    for name, scan in (("now", scan_now), ("previous", scan_previous)):
-        t = scan_inputs(False)
-        with torch.no_grad():
-            out[f"{name}_fwd"] = median_time(lambda: scan(t), repeats)
-        t = scan_inputs(True)
-        out[f"{name}_fwdbwd"] = median_time(lambda: scan(t).sum().backward(), repeats)
+    """Every scan variant forward (no grad) and forward+backward, interleaved round by round."""
+    plain, grad = scan_inputs(False), scan_inputs(True)
 
-    def with_numba_backward():  # what runs where the C backward is not built (the backward is in the block)
-        with native.use_native_backward(False):
-            scan_now(t).sum().backward()
+    def forward(scan, native_kernels=True):
+        def run():
+            with native.use_native_kernels(native_kernels), torch.no_grad():
+                scan(plain)
+        return run
 
-    out["numba_fwdbwd"] = median_time(with_numba_backward, repeats)
-    return out
+    def forward_backward(scan, native_kernels=True):
+        def run():  # the backward inside the block too: it runs the kernel chosen when it runs
+            with native.use_native_kernels(native_kernels):
+                scan(grad).sum().backward()
+        return run
+
+    jobs = {"now_fwd": forward(scan_now), "now_fwdbwd": forward_backward(scan_now),
+            "previous_fwd": forward(scan_previous), "previous_fwdbwd": forward_backward(scan_previous),
+            "numba_fwd": forward(scan_now, False), "numba_fwdbwd": forward_backward(scan_now, False)}
+    return median_times_interleaved(jobs, SCAN_ROUNDS * repeats, "scans")
 
 
 # ---------------------------------------------------------------- whole networks
@@ -200,7 +210,8 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
         "",
         f"Produced by `python benchmarks/step.py{''.join(' ' + a for a in sys.argv[1:])}` — do not edit by hand. "
         f"Machine: {host}. Load average at the start: {loads[0]}; at the end: {loads[1]}.",
-        f"Medians of {args.repeats} runs after one warm-up; thread counts set once per column "
+        f"Medians of {args.repeats} runs after one warm-up (the scans: {SCAN_ROUNDS * args.repeats}), the variants "
+        "of one table interleaved round by round; thread counts set once per column "
         "(`mpimamba.threads.configure_threads`).",
         NORMS_NOTE,
         "Training-free methods (wiener, richardson_lucy) have no training step; their inference time is at "
@@ -233,19 +244,19 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
     lines += ["", f"Scan at MPI-Mamba small's level 1 (batch {s['batch']}, {s['orders']} orders × {s['channels']} "
               f"channels, N {s['state']}, L {s['height'] * s['width']}), milliseconds:", "",
               "| threads | previous fwd | now fwd | previous fwd+bwd | now fwd+bwd | speed-up fwd+bwd [>= 5x] "
-              "| now bwd / fwd [<= 2x] | fwd+bwd, numba backward | its bwd / fwd |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| now bwd / fwd [<= 2x] | numba fwd | numba fwd+bwd | numba bwd / fwd |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, r in scans.items():
         bwd_over_fwd = (r["now_fwdbwd"] - r["now_fwd"]) / r["now_fwd"]
-        numba_over_fwd = (r["numba_fwdbwd"] - r["now_fwd"]) / r["now_fwd"]
+        numba_over_fwd = (r["numba_fwdbwd"] - r["numba_fwd"]) / r["numba_fwd"]
         lines.append(f"| {n} | {1e3 * r['previous_fwd']:.0f} | {1e3 * r['now_fwd']:.0f} | "
                      f"{1e3 * r['previous_fwdbwd']:.0f} | {1e3 * r['now_fwdbwd']:.0f} | "
                      f"{r['previous_fwdbwd'] / r['now_fwdbwd']:.1f}x | {bwd_over_fwd:.2f}x | "
-                     f"{1e3 * r['numba_fwdbwd']:.0f} | {numba_over_fwd:.2f}x |")
+                     f"{1e3 * r['numba_fwd']:.0f} | {1e3 * r['numba_fwdbwd']:.0f} | {numba_over_fwd:.2f}x |")
     variant = native.library()
-    lines += ["", "Backward: " + (f"the C kernel ({variant[0]} build, scan_backward.c)" if variant else
-                                  "the numba kernel (the C one is not built here)") + "; the last two columns "
-              "force the numba backward, which runs wherever the C one is not built."]
+    lines += ["", "Kernels: " + (f"the C ones ({variant[0]} build of scan_kernels.c)" if variant else
+                                 "numba (the C ones are not built here)") + "; the last three columns force "
+              "the numba kernels, which run wherever the C ones are not built."]
     if contention:
         idle, busy = contention
         lines += ["", f"Contention: MPI-Mamba phase-1 step at 2 threads, idle {idle:.2f} s, beside one CPU-bound "

@@ -229,23 +229,23 @@ def test_cli_names_the_same_backends():
     assert SCAN_BACKENDS == ("auto", *ssm.BACKEND_NAMES)
 
 
-# ---------------------------------------------------------------- the C backward of the cpu backend
+# ---------------------------------------------------------------- the C kernels of the cpu backend
 
 needs_native = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
-                                  reason="the C backward is built on x86-64 only")
+                                  reason="the C kernels are built on x86-64 only")
 
 
 @needs_native
-def test_native_backward_is_built_and_loads():
-    """On x86-64 the install builds it (setup.py): a silently failed build would leave CI on numba."""
+def test_native_kernels_are_built_and_load():
+    """On x86-64 the install builds them (setup.py): a silently failed build would leave CI on numba."""
     from mpimamba.models.ssm import native
 
     found = native.library()
-    assert found is not None, "setup.py's scan_backward extension is missing: reinstall (pip install -e .)"
+    assert found is not None, "setup.py's scan_kernels extension is missing: reinstall (pip install -e .)"
     width = found[1].scan_vector_width()
     assert width in (8, 16) and native.usable(16, 2 * width)
-    assert not native.usable(4, 2 * width) and not native.usable(16, width + 1)  # the numba kernel covers these
-    with native.use_native_backward(False):
+    assert not native.usable(4, 2 * width) and not native.usable(16, width + 1)  # the numba kernels cover these
+    with native.use_native_kernels(False):
         assert not native.usable(16, 2 * width)
 
 
@@ -253,22 +253,23 @@ def _count_native_calls(monkeypatch):
     from mpimamba.models.ssm import native
 
     calls = []
-    real = native.backward
-    monkeypatch.setattr(native, "backward", lambda *a: (calls.append(1), real(*a))[1])
+    for name in ("forward", "backward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _real=real, _name=name: (calls.append(_name), _real(*a))[1])
     return calls
 
 
 @needs_native
 @pytest.mark.parametrize("shape", [(5, 7), (1, 9), (11, 13)], ids=["5x7", "1x9", "11x13"])
 @pytest.mark.parametrize("big_delta", [False, True], ids=["delta", "large-delta"])
-def test_native_backward_matches_reference_on_ss2d(monkeypatch, shape, big_delta):
+def test_native_kernels_match_reference_on_ss2d(monkeypatch, shape, big_delta):
     """N = 16 and 32 channels (two AVX-512 vectors, four AVX2 ones), the four orders by index, odd lengths
     (11·13 = 143 steps crosses four checkpoint segments, the last partial): values and every gradient."""
     calls = _count_native_calls(monkeypatch)
     inputs = make_ss2d_inputs(height=shape[0], width=shape[1], e=32, n=16, big_delta=big_delta)
     y_ref, g_ref = run_ss2d("reference", inputs, torch.float64)
     y, g = run_ss2d("cpu", inputs, torch.float32)
-    assert calls, "the C backward did not run"
+    assert calls == ["forward", "backward"], "the C kernels did not run"
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
     for name in g_ref:
         scale = g_ref[name].abs().max().item()
@@ -278,18 +279,23 @@ def test_native_backward_matches_reference_on_ss2d(monkeypatch, shape, big_delta
 
 @needs_native
 @pytest.mark.parametrize("softplus", [True, False])
-def test_native_backward_matches_reference_grouped(monkeypatch, softplus):
+def test_native_kernels_match_reference_grouped(monkeypatch, softplus):
     """mamba_ssm's API with grouped B/C (2 groups of 16 channels) and every optional input."""
     calls = _count_native_calls(monkeypatch)
     assert_matches_reference("cpu", make_inputs(d=32, n=16, length=70, groups=2), delta_softplus=softplus)
-    assert calls
+    assert calls == ["forward", "backward"]
+    with torch.no_grad():  # inference: no checkpoints kept, the same output
+        inputs = {k: v.float() for k, v in make_inputs(d=32, n=16, length=70, groups=2).items()}
+        y = ssm.selective_scan(**inputs, delta_softplus=softplus, backend="cpu")
+    y_ref, _ = run("reference", make_inputs(d=32, n=16, length=70, groups=2), softplus, torch.float64)
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
 
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_native_and_numba_backward_agree(threads):
-    """The two backwards of the cpu backend give the same gradients (float32 rounding apart), whatever the
-    number of threads the items are split over (3 leaves uneven ranges of the 8 items)."""
+def test_native_and_numba_kernels_agree(threads):
+    """The two implementations of the cpu backend give the same output and gradients (float32 rounding
+    apart), whatever the number of threads the items are split over (3 leaves uneven ranges of 8 items)."""
     from mpimamba.models.ssm import native
     from mpimamba.threads import configure_threads
 
@@ -298,11 +304,11 @@ def test_native_and_numba_backward_agree(threads):
     try:
         configure_threads(threads)
         y, g = run_ss2d("cpu", inputs, torch.float32)
-        with native.use_native_backward(False):
+        with native.use_native_kernels(False):
             y_numba, g_numba = run_ss2d("cpu", inputs, torch.float32)
     finally:
         configure_threads(before)
-    torch.testing.assert_close(y, y_numba, rtol=0, atol=0)  # one forward kernel
+    torch.testing.assert_close(y, y_numba, rtol=1e-5, atol=1e-6 * y_numba.abs().max().item())
     for name in g:
         scale = g_numba[name].abs().max().item()
         torch.testing.assert_close(g[name], g_numba[name], rtol=1e-4, atol=1e-6 * scale, msg=name)

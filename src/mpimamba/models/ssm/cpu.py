@@ -27,9 +27,9 @@ steps, (B, K, S, N, E) float32 with S = ceil(L / SEGMENT) — N / SEGMENT = half
 
 Threads: numba's pool size is set once per process (`mpimamba.threads`), never per call.
 
-Where it was built (x86-64 with AVX2 or AVX-512, N = 16, channels divisible by the vector width) the
-backward runs the C kernel of scan_backward.c instead of `_backward_kernel` (native.py): the same
-recurrence with the state tile in registers, about twice as fast.
+Where they were built (x86-64 with AVX2 or AVX-512; N = 16 and channels divisible by the vector width)
+the C kernels of scan_kernels.c run instead of these two (native.py): the same recurrences with the
+state tile in registers, the backward about twice as fast.
 """
 
 from __future__ import annotations
@@ -282,9 +282,12 @@ class _ScanCPU(torch.autograd.Function):
         save = any(ctx.needs_input_grad)  # without a backward to come (inference) no checkpoints are kept
         segments = -(-length // SEGMENT) if save else 0
         ckpt = delta.new_empty(batch, n_orders, segments, A.shape[1], n_ch)  # (B, K, S, N, E)
-        pos = positions.contiguous().numpy()
-        _forward_kernel(u.numpy(), delta.numpy(), bias.numpy(), softplus, A.numpy(), B.numpy(), C.numpy(), pos,
-                        y.numpy(), ckpt.numpy(), save)
+        pos = positions.contiguous().numpy().astype(np.int64, copy=False)
+        if native.usable(A.shape[1], n_ch):  # the C kernel: same recurrence, state tile in registers
+            native.forward(u, delta, bias, softplus, A, B, C, pos, y, ckpt, save)
+        else:
+            _forward_kernel(u.numpy(), delta.numpy(), bias.numpy(), softplus, A.numpy(), B.numpy(), C.numpy(),
+                            pos, y.numpy(), ckpt.numpy(), save)
         ctx.save_for_backward(u, delta, bias, A, B, C, ckpt)
         ctx.positions, ctx.softplus = pos, softplus
         return y
@@ -303,7 +306,7 @@ class _ScanCPU(torch.autograd.Function):
         dA_part = torch.empty(batch, *A.shape, dtype=torch.float64)  # (B, K, N, E)
         dbias_part = torch.empty(batch, *bias.shape, dtype=torch.float64)  # (B, K, E)
         gy = gy.contiguous()
-        if native.usable(A.shape[1], delta.shape[3]):  # the C backward: same numbers, about twice as fast
+        if native.usable(A.shape[1], delta.shape[3]):  # the C kernel: same numbers, about twice as fast
             native.backward(u, delta, bias, ctx.softplus, A, B, C, ctx.positions, ckpt, gy, du_per_order,
                             ddelta, dB, dC, dA_part, dbias_part)
         else:

@@ -1,15 +1,16 @@
-"""The C backward of the `cpu` scan backend (scan_backward.c), used in place of the numba one when built.
+"""The C kernels of the `cpu` scan backend (scan_kernels.c), used in place of the numba ones when built.
 
-setup.py compiles scan_backward.c into plain shared libraries next to this file on x86-64, one per vector
-width (`_scan_backward_avx512*`, 16 channels per vector; `_scan_backward_avx2*`, 8); this module loads the
-widest one the CPU runs through ctypes. It computes the numba backward's numbers (tests/test_ssm.py holds
-both to the reference) about twice as fast (benchmarks/step.py). It covers the shapes MPI-Mamba trains
-with, state size N = 16 and a channel count divisible by the vector width; anything else, a CPU without
-AVX2, a machine where the build failed, or MPIMAMBA_SCAN_NATIVE=0 runs the numba backward.
+setup.py compiles scan_kernels.c into plain shared libraries next to this file on x86-64, one per vector
+width (`_scan_kernels_avx512*`, 16 channels per vector; `_scan_kernels_avx2*`, 8); this module loads the
+widest one the CPU runs through ctypes. They compute the numba kernels' numbers (tests/test_ssm.py holds
+both to the reference), the backward about twice as fast (benchmarks/step.py). They cover the shapes
+MPI-Mamba runs, state size N = 16 and a channel count divisible by the vector width; anything else, a CPU
+without AVX2, a machine where the build failed, or MPIMAMBA_SCAN_NATIVE=0 runs the numba kernels.
 
-Threads: the (batch, order) items are split into contiguous ranges, one per configured thread
-(`mpimamba.threads`); the calling thread runs the first range and a pool of idle-blocking Python threads
-(ctypes releases the GIL) the others, so nothing spins while it waits.
+Threads: the (batch, order) items are split into contiguous ranges, a few per configured thread
+(`mpimamba.threads`), which the calling thread and a pool of idle-blocking Python threads (ctypes
+releases the GIL) take in turn: nothing spins while it waits, and on a core that other work shares the
+thread there simply takes fewer ranges.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextvars
 import ctypes
 import functools
 import importlib.machinery
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,14 +29,14 @@ import numpy as np
 
 from ...threads import configured_threads
 
-ENV_VAR = "MPIMAMBA_SCAN_NATIVE"  # "0": always use the numba backward
+ENV_VAR = "MPIMAMBA_SCAN_NATIVE"  # "0": always use the numba kernels
 # variant: the CPU features its -march level needs (as LLVM names them; LLVM also checks the OS saves the
 # vector registers), widest first
 VARIANTS = {
     "avx512": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2"),
     "avx2": ("avx", "avx2", "fma", "bmi", "bmi2", "f16c", "lzcnt", "movbe"),
 }
-_wanted: contextvars.ContextVar[bool] = contextvars.ContextVar("native_backward", default=True)
+_wanted: contextvars.ContextVar[bool] = contextvars.ContextVar("native_scan", default=True)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
@@ -50,7 +52,7 @@ def _host_features() -> dict:
 def _library_file(variant: str) -> Path | None:
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = here / f"_scan_backward_{variant}{suffix}"
+        path = here / f"_scan_kernels_{variant}{suffix}"
         if path.is_file():
             return path
     return None
@@ -66,16 +68,18 @@ def library() -> tuple[str, ctypes.CDLL] | None:
             continue
         lib = ctypes.CDLL(str(path))
         lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
-        lib.scan_backward.restype = None
-        lib.scan_backward.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                      *[ctypes.c_void_p] * 15]
+        lib.scan_forward.restype = lib.scan_backward.restype = None
+        head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
+        lib.scan_forward.argtypes = [*head, ctypes.c_int64, *[ctypes.c_void_p] * 9]
+        lib.scan_backward.argtypes = [*head, *[ctypes.c_void_p] * 15]
         return variant, lib
     return None
 
 
 @contextlib.contextmanager
-def use_native_backward(wanted: bool):
-    """Inside the block, the C backward runs only if `wanted` (False: the numba one, e.g. to compare them)."""
+def use_native_kernels(wanted: bool):
+    """Inside the block the C kernels run only if `wanted` (False: the numba ones, e.g. to compare them).
+    A backward runs the kernel chosen when it runs, so put the backward inside the block too."""
     token = _wanted.set(wanted)
     try:
         yield
@@ -84,7 +88,7 @@ def use_native_backward(wanted: bool):
 
 
 def usable(n_state: int, n_channels: int) -> bool:
-    """Whether `backward` will run for this state size and channel count (see the module docstring)."""
+    """Whether `forward` and `backward` run for this state size and channel count (see the module docstring)."""
     if not _wanted.get() or os.environ.get(ENV_VAR, "1") == "0":
         return False
     found = library()
@@ -103,30 +107,57 @@ def _workers(count: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def backward(u, delta, bias, softplus, A, B, C, positions: np.ndarray, ckpt, gy,
-             du, ddelta, dB, dC, dA_part, dbias_part) -> None:
-    """The outputs du ... dbias_part filled in place; arguments and layouts as `cpu._backward_kernel`'s, as
-    contiguous CPU tensors (positions: a contiguous int64 array)."""
-    lib = library()[1]
-    tensors = (u, delta, bias, A, B, C, positions, ckpt, gy, du, ddelta, dB, dC, dA_part, dbias_part)
-    for t in tensors:  # the C code indexes raw memory: refuse anything it would misread
-        ok = t.flags.c_contiguous and t.dtype == np.int64 if isinstance(t, np.ndarray) else t.is_contiguous()
-        if not ok:
-            raise ValueError("native scan backward: every array must be contiguous (positions int64)")
-    batch, length, orders, channels = delta.shape
-    dims = (ctypes.c_int64 * 7)(batch, length, orders, channels, u.shape[2], gy.shape[2], ckpt.shape[2])
-    pointers = [t.ctypes.data if isinstance(t, np.ndarray) else t.data_ptr() for t in tensors]
-    items = batch * orders
+def _pointers(arrays) -> list[int]:
+    """Addresses of contiguous tensors / numpy arrays: the C code indexes raw memory, so refuse anything else."""
+    pointers = []
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            if not (a.flags.c_contiguous and a.dtype == np.int64):
+                raise ValueError("native scan: positions must be a contiguous int64 array")
+            pointers.append(a.ctypes.data)
+        else:
+            if not a.is_contiguous():
+                raise ValueError("native scan: every tensor must be contiguous")
+            pointers.append(a.data_ptr())
+    return pointers
+
+
+CHUNKS_PER_THREAD = 4  # more ranges than threads: a thread slowed by other work on its core takes fewer
+
+
+def _run_items(kernel, items: int, dims, *args) -> None:
+    """kernel(first, last, dims, *args) over [0, items), split into contiguous ranges that the configured
+    threads take in turn from a shared counter (the calling thread is one of them)."""
     count = max(1, min(configured_threads(), items))
-    bounds = [items * i // count for i in range(count + 1)]
+    chunks = min(items, CHUNKS_PER_THREAD * count) if count > 1 else 1
+    bounds = [items * i // chunks for i in range(chunks + 1)]
+    taken = itertools.count()  # next() on it is atomic under the GIL
 
-    def run(i):
-        lib.scan_backward(bounds[i], bounds[i + 1], ctypes.byref(dims), int(softplus), *pointers)
+    def work():
+        while (i := next(taken)) < chunks:
+            kernel(bounds[i], bounds[i + 1], ctypes.byref(dims), *args)
 
-    if count == 1:
-        run(0)
-        return
-    futures = [_workers(count - 1).submit(run, i) for i in range(1, count)]
-    run(0)
+    futures = [_workers(count - 1).submit(work) for _ in range(count - 1)]
+    work()
     for f in futures:
         f.result()
+
+
+def _dims(u, delta, kg: int, segments: int):
+    batch, length, orders, channels = delta.shape
+    return (ctypes.c_int64 * 7)(batch, length, orders, channels, u.shape[2], kg, segments)
+
+
+def forward(u, delta, bias, softplus, A, B, C, positions: np.ndarray, y, ckpt, save: bool) -> None:
+    """y and (when `save`) ckpt filled in place; arguments and layouts as `cpu._forward_kernel`'s."""
+    dims = _dims(u, delta, 1, ckpt.shape[2])
+    _run_items(library()[1].scan_forward, delta.shape[0] * delta.shape[2], dims, int(softplus), int(save),
+               *_pointers((u, delta, bias, A, B, C, positions, y, ckpt)))
+
+
+def backward(u, delta, bias, softplus, A, B, C, positions: np.ndarray, ckpt, gy,
+             du, ddelta, dB, dC, dA_part, dbias_part) -> None:
+    """The outputs du ... dbias_part filled in place; arguments and layouts as `cpu._backward_kernel`'s."""
+    dims = _dims(u, delta, gy.shape[2], ckpt.shape[2])
+    _run_items(library()[1].scan_backward, delta.shape[0] * delta.shape[2], dims, int(softplus),
+               *_pointers((u, delta, bias, A, B, C, positions, ckpt, gy, du, ddelta, dB, dC, dA_part, dbias_part)))

@@ -1,12 +1,13 @@
-/* The `cpu` scan backend's backward pass in C: the same recurrence as `_backward_kernel` in cpu.py (read its
- * docstring for the adjoint equations, the layouts and the checkpoints), for state size N = 16 and a channel
- * count divisible by the vector width W.
+/* The `cpu` scan backend's kernels in C: the same recurrences as `_forward_kernel` and `_backward_kernel` in
+ * cpu.py (read their docstrings for the equations, the layouts and the checkpoints), for state size N = 16
+ * and a channel count divisible by the vector width W.
  *
- * Why C: the numba kernel vectorises over channels but cannot keep a (state x channel) tile in registers, and
- * it reduces dB and dC (sums over channels) one (step, state) at a time. Here W channels are one vector (GCC
- * vector extensions, no intrinsics), the adjoint state λ of those channels for all 16 states stays in
- * registers for the whole walk, and the 16 channel sums of one step are done together by a transposing tree
- * of shuffles (15 shuffle-add pairs instead of 16 separate horizontal sums).
+ * Why C: the numba kernels vectorise over channels but cannot keep a (state x channel) tile in registers,
+ * and the numba backward reduces dB and dC (sums over channels) one (step, state) at a time. Here W channels
+ * are one vector (GCC vector extensions, no intrinsics), the state h (forward) or the adjoint state λ
+ * (backward) of those channels for all 16 states stays in registers for the whole sequence, and the 16
+ * channel sums of one step are done together by a transposing tree of shuffles (15 shuffle-add pairs
+ * instead of 16 separate horizontal sums).
  *
  * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernel in use):
  * W = 16 with -march=x86-64-v4 (AVX-512) and W = 8 with -march=x86-64-v3 (AVX2 + FMA); native.py loads the
@@ -57,6 +58,14 @@ static inline vf log1p_unit(vf w) {
     return bc(2.0f) * s * series;
 }
 
+/* Δ = softplus(v) (or v): the forward needs no slope */
+static inline vf delta_only(vf v, int64_t softplus) {
+    if (!softplus) return v;
+    vf a = sel(v < bc(0.0f), -v, v);
+    vf pos = sel(v > bc(0.0f), v, bc(0.0f));
+    return pos + log1p_unit(exp2v(-a * bc(LOG2E)));
+}
+
 /* dt = softplus(v) (or v), slope = its derivative */
 static inline void step_delta(vf v, int64_t softplus, vf *dt, vf *slope) {
     if (!softplus) { *dt = v; *slope = bc(1.0f); return; }
@@ -99,7 +108,42 @@ int64_t scan_vector_width(void) { return W; }
 
 int64_t scan_state_size(void) { return NS; }
 
-/* Items [first, last) of the B·K (batch, order) items, each owning its rows of every output (no two items
+/* Forward of item (b, k): y[b, p, k] for every step; when `save`, ckpt[b, k, s] = the state before step
+ * s·SEG (layouts as in backward_item; y (B, L, K, E)). */
+static void forward_item(int64_t item, const dims_t *d, int64_t softplus, int64_t save,
+                         const float *u, const float *delta, const float *bias, const float *A,
+                         const float *Bm, const float *Cm, const int64_t *positions, float *y, float *ckpt)
+{
+    const int64_t K = d->orders, E = d->channels, L = d->length, S = d->segments;
+    const int64_t b = item / K, k = item % K;
+    const int64_t ku = d->ku_count == 1 ? 0 : k;
+    const int64_t *pos = positions + k * L;
+    for (int64_t c0 = 0; c0 < E; c0 += W) {
+        vf A2k[NS], h[NS];
+        for (int n = 0; n < NS; n++) {
+            A2k[n] = ld(A + (k * NS + n) * E + c0) * bc(LOG2E);
+            h[n] = bc(0.0f);
+        }
+        const vf bias_v = ld(bias + k * E + c0);
+        for (int64_t t = 0; t < L; t++) {
+            if (save && t % SEG == 0)
+                for (int n = 0; n < NS; n++) st(ckpt + (((b * K + k) * S + t / SEG) * NS + n) * E + c0, h[n]);
+            const int64_t p = pos[t];
+            const int64_t row = (b * L + p) * K + k;
+            const vf dt = delta_only(ld(delta + row * E + c0) + bias_v, softplus);
+            const vf x = dt * ld(u + ((b * L + p) * d->ku_count + ku) * E + c0);
+            const float *bt = Bm + row * NS, *ct = Cm + row * NS;
+            vf yt = bc(0.0f);
+            for (int n = 0; n < NS; n++) {
+                h[n] = exp2v(dt * A2k[n]) * h[n] + x * bc(bt[n]);
+                yt += h[n] * bc(ct[n]);
+            }
+            st(y + row * E + c0, yt);
+        }
+    }
+}
+
+/* Backward: items [first, last) of the B·K (batch, order) items, each owning its rows of every output (no two items
  * write the same entry). Layouts, channels last: u (B, L, Ku, E); delta, du, ddelta (B, L, K, E); bias (K, E);
  * A (K, N, E); Bm, Cm, dB, dC (B, L, K, N); positions (K, L); ckpt (B, K, S, N, E); gy (B, L, Kg, E);
  * dA_part (B, K, N, E) and dbias_part (B, K, E) in float64. */
@@ -196,4 +240,12 @@ void scan_backward(int64_t first, int64_t last, const dims_t *d, int64_t softplu
     for (int64_t item = first; item < last; item++)
         backward_item(item, d, softplus, u, delta, bias, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, dC,
                       dA_part, dbias_part);
+}
+
+void scan_forward(int64_t first, int64_t last, const dims_t *d, int64_t softplus, int64_t save,
+                  const float *u, const float *delta, const float *bias, const float *A,
+                  const float *Bm, const float *Cm, const int64_t *positions, float *y, float *ckpt)
+{
+    for (int64_t item = first; item < last; item++)
+        forward_item(item, d, softplus, save, u, delta, bias, A, Bm, Cm, positions, y, ckpt);
 }
