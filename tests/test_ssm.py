@@ -312,3 +312,25 @@ def test_native_and_numba_kernels_agree(threads):
     for name in g:
         scale = g_numba[name].abs().max().item()
         torch.testing.assert_close(g[name], g_numba[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+@needs_native
+def test_native_kernels_from_two_python_threads_at_once():
+    """Two Python threads scanning at the same time share the helper pool and get the sequential result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mpimamba.threads import configure_threads
+
+    inputs = make_ss2d_inputs(height=6, width=10, e=16, n=16, seed=5)
+    before = torch.get_num_threads()
+    try:
+        configure_threads(2)
+        alone = run_ss2d("cpu", inputs, torch.float32)
+        with ThreadPoolExecutor(2) as callers:
+            together = list(callers.map(lambda _: run_ss2d("cpu", inputs, torch.float32), range(2)))
+    finally:
+        configure_threads(before)
+    for y, g in together:
+        torch.testing.assert_close(y, alone[0], rtol=0, atol=0)
+        for name in g:
+            torch.testing.assert_close(g[name], alone[1][name], rtol=0, atol=0, msg=name)

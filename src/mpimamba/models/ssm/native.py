@@ -22,6 +22,7 @@ import functools
 import importlib.machinery
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +40,7 @@ VARIANTS = {
 _wanted: contextvars.ContextVar[bool] = contextvars.ContextVar("native_scan", default=True)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_lock = threading.Lock()
 
 
 def _host_features() -> dict:
@@ -99,12 +101,14 @@ def usable(n_state: int, n_channels: int) -> bool:
 
 
 def _workers(count: int) -> ThreadPoolExecutor:
+    """The pool of `count` helper threads (made again only when the configured count changes)."""
     global _pool, _pool_size
-    if _pool is None or _pool_size != count:
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-        _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="mpimamba-scan"), count
-    return _pool
+    with _pool_lock:  # two Python threads scanning at once must not replace the pool under each other
+        if _pool is None or _pool_size < count:
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # lets work already queued finish
+            _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="mpimamba-scan"), count
+        return _pool
 
 
 def _pointers(arrays) -> list[int]:
