@@ -23,6 +23,10 @@ every invocation) reads every results file and writes curves.md / curves.csv (me
 method and budget), table1-curves.md (the largest budget every network reached) and curves.png (PSNR and
 SSIM against steps and against training CPU-seconds, the seed spread shaded).
 
+Table 4 the same way (the ablation): `--methods ablation-backbone ablation-ssm ablation-prior mpi_mamba`
+trains MPI-Mamba with its parts switched off (the rows of experiments/table4.py), results in
+curves/ablation-*/, assembled into table4-curves.md beside the others; they stay out of Table 1's files.
+
 Data: the Table 1 setting (`common.AUTHORS`, training stream and test set alike), preset small, batch 4,
 lr 5e-4, patch 64, 30 test images of 64×64 (the same test set as experiments/table1.py).
 """
@@ -41,6 +45,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import common
+import table4
 from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.evaluate import INPUT, PER_IMAGE, evaluate, format_score
 from mpimamba.eval.quantitative import finite_mean
@@ -53,6 +58,11 @@ from mpimamba.train.config import TrainConfig
 
 TRAINING_FREE = ("wiener", "richardson_lucy")
 NETWORKS = tuple(m for m in METHODS if m not in TRAINING_FREE)
+# Table 4's ablation rows as curves of their own, "ablation-KEY": MPI-Mamba with its parts switched off by
+# network overrides. Its full row (+SSM +prior) is the same configuration as mpi_mamba's Table 1 curve, so
+# that curve is reused rather than trained twice.
+ABLATIONS = {f"ablation-{row.key}": row for row in table4.ROWS if row.settings["overrides"]}
+ABLATION_ROWS = (*ABLATIONS, "mpi_mamba")  # in Table 4's order
 BUDGETS = (100, 200, 500, 1000, 2000)
 SCORES = (*PER_IMAGE, *RESOLUTION)
 RESULTS = common.RESULTS / "curves"
@@ -64,7 +74,9 @@ def _stem(seed: int, steps: int) -> str:
 
 
 def _settings(method: str, seed: int, steps: int, args) -> TrainConfig:
-    return TrainConfig(method=method, preset=args.preset, protocol=common.AUTHORS, steps=max(steps, 1),
+    overrides = ABLATIONS[method].settings["overrides"] if method in ABLATIONS else {}
+    return TrainConfig(method="mpi_mamba" if method in ABLATIONS else method, overrides=overrides,
+                       preset=args.preset, protocol=common.AUTHORS, steps=max(steps, 1),
                        batch=args.batch, lr=args.lr, patch=args.patch, seed=seed, label=method,
                        ckpt_every=max(1, min(50, steps)), val_every=max(steps, 1), val_images=2,
                        device=args.device, out=str(args.runs / method / _stem(seed, steps)))
@@ -104,7 +116,7 @@ def measure(method: str, seed: int, steps: int, args, test_root: Path) -> Path:
         "train_cpu_seconds": round(cpu, 1) if whole else None,
         "git": common.git_revision(), "command": " ".join(["python", "experiments/learning_curves.py", *sys.argv[1:]]),
     })
-    if seed == args.seeds[0]:  # Figure 6 material: the first test images restored by this model
+    if seed == args.seeds[0] and method not in ABLATIONS:  # Figure 6 material: the first test images restored
         dataset = PairedFolder(test_root, "test")
         restoration = Restoration(load_model(run), device=args.device)
         shown = min(common.FIGURE_IMAGES, len(dataset))
@@ -139,13 +151,16 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict], columns=("psnr", "ssim", "nrmse", "mass_ratio", "interior_fill", "fwhm_z_mm")) -> list[str]:
+def _table(rows: list[dict], columns=("psnr", "ssim", "nrmse", "mass_ratio", "interior_fill", "fwhm_z_mm"),
+           names: dict | None = None) -> list[str]:
+    """Markdown table of summarised rows; `names` renames methods (e.g. to Table 4's row labels)."""
+    names = names or {}
     lines = ["| method | steps/phase | seeds | " + " | ".join(columns) + " | train CPU-s |",
              "|" + "---|" * (len(columns) + 4)]
     for r in rows:
         cells = " | ".join(format_score(c, r[f"{c}_mean"], r[f"{c}_std"]) for c in columns)
         cpu = f"{r['cpu_seconds']:.0f}" if np.isfinite(r["cpu_seconds"]) else "–"
-        lines.append(f"| {r['method']} | {r['steps'] or '—'} | {r['seeds']} | {cells} | {cpu} |")
+        lines.append(f"| {names.get(r['method'], r['method'])} | {r['steps'] or '—'} | {r['seeds']} | {cells} | {cpu} |")
     return lines
 
 
@@ -239,10 +254,21 @@ def assemble(results: Path, settings: dict) -> None:
         print(f"no results files under {results} yet")
         return
     rows = summarise(records)
+    if any(r["method"] not in ABLATIONS for r in rows):
+        write_table1([r for r in rows if r["method"] not in ABLATIONS],
+                     sum(r["method"] not in ABLATIONS for r in records), results, settings)
+    if any(r["method"] in ABLATIONS for r in rows):
+        ablation = ablation_table([r for r in rows if r["method"] in ABLATION_ROWS], settings)
+        write_text_atomic(results / "table4-curves.md", "\n".join(ablation))
+        print(f"wrote {results}/table4-curves.md")
+
+
+def write_table1(rows: list[dict], n_files: int, results: Path, settings: dict) -> None:
+    """curves.md / .csv / .png and table1-curves.md from Table 1's summarised rows."""
     largest = largest_common_budget(rows)
     lines = ["# Table 1 learning curves", "",
              "Generated by `python experiments/learning_curves.py --assemble-only` from the results files "
-             f"beside it ({len(records)} files). Setting: {common.describe(common.AUTHORS)}; preset "
+             f"beside it ({n_files} files). Setting: {common.describe(common.AUTHORS)}; preset "
              f"{settings['preset']}, batch {settings['batch']}, lr {settings['lr']}, patch {settings['patch']}; test "
              f"set {settings['test_count']} images of {settings['test_size']}×{settings['test_size']} (seed "
              f"{common.TEST_SEED}). "
@@ -268,9 +294,29 @@ def assemble(results: Path, settings: dict) -> None:
     print(f"wrote {results}/curves.md, curves.csv, curves.png" + (", table1-curves.md" if largest else ""))
 
 
+def ablation_table(rows: list[dict], settings: dict) -> list[str]:
+    """Table 4 at every budget with an ablation row measured; the largest budget all four rows reached first."""
+    labels = {**{name: row.label for name, row in ABLATIONS.items()},
+              "mpi_mamba": next(r.label for r in table4.ROWS if not r.settings["overrides"])}
+    budgets = sorted({r["steps"] for r in rows if r["method"] in ABLATIONS}, reverse=True)
+    complete = [b for b in budgets if {r["method"] for r in rows if r["steps"] == b} == set(ABLATION_ROWS)]
+    lines = ["# Table 4 (MPI-Mamba ablation) as learning curves", "",
+             f"Generated by `python experiments/learning_curves.py --assemble-only` from the results files beside "
+             f"it: the rows of `experiments/table4.py` trained like Table 1's curves (same data, test set, preset "
+             f"{settings['preset']}, batch {settings['batch']}, lr {settings['lr']}); the full row is mpi_mamba's "
+             f"Table 1 curve. Largest budget with all four rows: {complete[0] if complete else 'none yet'}. Rows "
+             "with the prior train two phases of that many steps, the others one. ± = sample std over seeds.", ""]
+    for budget in budgets:
+        at = sorted((r for r in rows if r["steps"] == budget), key=lambda r: ABLATION_ROWS.index(r["method"]))
+        lines += [f"## {budget} steps per phase", "", *_table(at, names=labels), ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *ABLATIONS],
+                   help="methods (default: all of Table 1); Table 4's rows are " + ", ".join(ABLATIONS)
+                        + " beside mpi_mamba")
     p.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="steps per phase")
     p.add_argument("--seeds", nargs="+", type=int, default=[101, 102, 103])
     p.add_argument("--device", default="auto")

@@ -187,6 +187,36 @@ def test_learning_curves_write_one_file_per_run_and_continue(monkeypatch, tmp_pa
                              + ["--batch", "3"])
 
 
+def test_ablation_rows_are_curves_of_their_own_beside_table1(monkeypatch, tmp_path):
+    """Table 4's rows train MPI-Mamba with their overrides, land in their own files and table, and stay
+    out of Table 1's (whose mpi_mamba curve is the full row, here from a file made by hand)."""
+    import json
+
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import learning_curves
+
+    args = ["--methods", "ablation-backbone", "--budgets", "2", "--seeds", "1", "--preset", "tiny",
+            "--batch", "2", "--patch", "16", "--test-count", "2", "--test-size", "16", "--device", "cpu",
+            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    learning_curves.main(args)
+    results = tmp_path / "results"
+    made = results / "ablation-backbone" / "seed1-steps2.json"
+    assert sorted(p.relative_to(results).as_posix() for p in results.glob("*/*.json")) == [
+        "ablation-backbone/seed1-steps2.json"]
+    assert not made.with_suffix(".npz").exists()  # no Figure 6 material
+    config = json.loads((tmp_path / "runs" / "ablation-backbone" / "seed1-steps2" / "model.json").read_text())
+    assert config["method"] == "mpi_mamba" and config["overrides"] == {"use_ssm": False, "use_prior": False}
+    full = json.loads(made.read_text())
+    full["method"] = "mpi_mamba"
+    (results / "mpi_mamba").mkdir()
+    (results / "mpi_mamba" / "seed1-steps2.json").write_text(json.dumps(full))
+    learning_curves.main([*args, "--assemble-only"])
+    assert "ablation" not in (results / "curves.md").read_text()
+    table4 = (results / "table4-curves.md").read_text()
+    assert "| backbone | 2 | 1 |" in table4 and "| +SSM +prior (MPI-Mamba) | 2 | 1 |" in table4
+    assert "Largest budget with all four rows: none yet" in table4
+
+
 def test_standing_ranks_each_metric_by_its_direction_and_says_whether_the_gap_closes(monkeypatch):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import learning_curves
