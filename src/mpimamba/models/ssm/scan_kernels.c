@@ -9,11 +9,11 @@
  * channel sums of one step are done together by a transposing tree of shuffles (15 shuffle-add pairs
  * instead of 16 separate horizontal sums).
  *
- * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernel in use):
+ * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernels in use):
  * W = 16 with -march=x86-64-v4 (AVX-512) and W = 8 with -march=x86-64-v3 (AVX2 + FMA); native.py loads the
  * one the CPU supports through ctypes (the files are plain shared libraries, not Python modules).
  *
- * Precision as in the numba kernel: float32, with the sums over time (dA, dbias) added segment by segment
+ * Precision as in the numba kernels: float32, with the sums over time (dA, dbias) added segment by segment
  * into float64 totals; exp and log1p are the same polynomials (rounding to the nearest integer instead of
  * floor(x + 0.5) in exp2, which only moves ties).
  */
