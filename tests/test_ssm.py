@@ -259,10 +259,28 @@ def _count_native_calls(monkeypatch):
     return calls
 
 
+def _variants():
+    """Every built variant this CPU runs (the AVX2 one too on an AVX-512 machine: its code differs)."""
+    from mpimamba.models.ssm import native
+
+    return native.runnable_variants() if platform.machine().lower() in ("x86_64", "amd64") else []
+
+
+@pytest.fixture(params=_variants() or [None])
+def variant(request, monkeypatch):
+    """Runs the test once per runnable C variant, with that variant as the one the backend loads."""
+    from mpimamba.models.ssm import native
+
+    if request.param is None:
+        pytest.skip("no C scan kernels built for this machine")
+    monkeypatch.setattr(native, "library", lambda: (request.param, native.load(request.param)))
+    return request.param
+
+
 @needs_native
 @pytest.mark.parametrize("shape", [(5, 7), (1, 9), (11, 13)], ids=["5x7", "1x9", "11x13"])
 @pytest.mark.parametrize("big_delta", [False, True], ids=["delta", "large-delta"])
-def test_native_kernels_match_reference_on_ss2d(monkeypatch, shape, big_delta):
+def test_native_kernels_match_reference_on_ss2d(monkeypatch, variant, shape, big_delta):
     """N = 16 and 32 channels (two AVX-512 vectors, four AVX2 ones), the four orders by index, odd lengths
     (11·13 = 143 steps crosses four checkpoint segments, the last partial): values and every gradient."""
     calls = _count_native_calls(monkeypatch)
@@ -279,7 +297,7 @@ def test_native_kernels_match_reference_on_ss2d(monkeypatch, shape, big_delta):
 
 @needs_native
 @pytest.mark.parametrize("softplus", [True, False])
-def test_native_kernels_match_reference_grouped(monkeypatch, softplus):
+def test_native_kernels_match_reference_grouped(monkeypatch, variant, softplus):
     """mamba_ssm's API with grouped B/C (2 groups of 16 channels) and every optional input."""
     calls = _count_native_calls(monkeypatch)
     assert_matches_reference("cpu", make_inputs(d=32, n=16, length=70, groups=2), delta_softplus=softplus)
@@ -293,7 +311,7 @@ def test_native_kernels_match_reference_grouped(monkeypatch, softplus):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_native_and_numba_kernels_agree(threads):
+def test_native_and_numba_kernels_agree(variant, threads):
     """The two implementations of the cpu backend give the same output and gradients (float32 rounding
     apart), whatever the number of threads the items are split over (3 leaves uneven ranges of 8 items)."""
     from mpimamba.models.ssm import native

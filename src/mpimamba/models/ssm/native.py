@@ -60,22 +60,30 @@ def _library_file(variant: str) -> Path | None:
     return None
 
 
+def runnable_variants() -> list[str]:
+    """The built variants this CPU can run, widest first."""
+    features = _host_features()
+    return [v for v, needs in VARIANTS.items()
+            if _library_file(v) is not None and all(features.get(f) for f in needs)]
+
+
+@functools.cache
+def load(variant: str) -> ctypes.CDLL:
+    """The library of one built variant, its functions typed for ctypes."""
+    lib = ctypes.CDLL(str(_library_file(variant)))
+    lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
+    lib.scan_forward.restype = lib.scan_backward.restype = None
+    head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
+    lib.scan_forward.argtypes = [*head, ctypes.c_int64, *[ctypes.c_void_p] * 9]
+    lib.scan_backward.argtypes = [*head, *[ctypes.c_void_p] * 15]
+    return lib
+
+
 @functools.cache
 def library() -> tuple[str, ctypes.CDLL] | None:
     """(variant, loaded library) of the widest built variant this CPU runs, or None."""
-    features = _host_features()
-    for variant, needs in VARIANTS.items():
-        path = _library_file(variant)
-        if path is None or not all(features.get(f) for f in needs):
-            continue
-        lib = ctypes.CDLL(str(path))
-        lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
-        lib.scan_forward.restype = lib.scan_backward.restype = None
-        head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
-        lib.scan_forward.argtypes = [*head, ctypes.c_int64, *[ctypes.c_void_p] * 9]
-        lib.scan_backward.argtypes = [*head, *[ctypes.c_void_p] * 15]
-        return variant, lib
-    return None
+    variants = runnable_variants()
+    return (variants[0], load(variants[0])) if variants else None
 
 
 @contextlib.contextmanager
