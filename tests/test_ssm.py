@@ -305,18 +305,20 @@ def test_native_kernels_match_reference_grouped(monkeypatch, variant, softplus):
     with torch.no_grad():  # inference: no checkpoints kept, the same output
         inputs = {k: v.float() for k, v in make_inputs(d=32, n=16, length=70, groups=2).items()}
         y = ssm.selective_scan(**inputs, delta_softplus=softplus, backend="cpu")
+    assert calls == ["forward", "backward", "forward"]
     y_ref, _ = run("reference", make_inputs(d=32, n=16, length=70, groups=2), softplus, torch.float64)
     torch.testing.assert_close(y.double(), y_ref.detach(), rtol=1e-4, atol=1e-5 * y_ref.abs().max().item())
 
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_native_and_numba_kernels_agree(variant, threads):
+def test_native_and_numba_kernels_agree(monkeypatch, variant, threads):
     """The two implementations of the cpu backend give the same output and gradients (float32 rounding
     apart), whatever the number of threads the items are split over (3 leaves uneven ranges of 8 items)."""
     from mpimamba.models.ssm import native
     from mpimamba.threads import configure_threads
 
+    calls = _count_native_calls(monkeypatch)
     inputs = make_ss2d_inputs(height=6, width=10, e=16, n=16, big_delta=False, seed=3)
     before = torch.get_num_threads()
     try:
@@ -326,6 +328,7 @@ def test_native_and_numba_kernels_agree(variant, threads):
             y_numba, g_numba = run_ss2d("cpu", inputs, torch.float32)
     finally:
         configure_threads(before)
+    assert calls == ["forward", "backward"]  # once, for the first run only
     torch.testing.assert_close(y, y_numba, rtol=1e-5, atol=1e-6 * y_numba.abs().max().item())
     for name in g:
         scale = g_numba[name].abs().max().item()
@@ -333,22 +336,48 @@ def test_native_and_numba_kernels_agree(variant, threads):
 
 
 @needs_native
-def test_native_kernels_from_two_python_threads_at_once():
-    """Two Python threads scanning at the same time share the helper pool and get the sequential result."""
+def test_native_kernels_from_two_python_threads_at_once(monkeypatch, variant):
+    """Two Python threads scanning at the same time share the helper pool, which one of them has to enlarge
+    (2 items use 2 threads, 8 items 3), and each gets its sequential result bit for bit."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from mpimamba.models.ssm import native
     from mpimamba.threads import configure_threads
 
-    inputs = make_ss2d_inputs(height=6, width=10, e=16, n=16, seed=5)
+    calls = _count_native_calls(monkeypatch)
+    monkeypatch.setattr(native, "_pool", None)  # start without a pool, so that it is made and then enlarged
+    monkeypatch.setattr(native, "_pool_size", 0)
+    small = make_inputs(batch=1, d=32, n=16, length=40, groups=2)  # B·G = 2 items
+    image = make_ss2d_inputs(height=6, width=10, e=16, n=16, seed=5)  # B·K = 8 items
+    jobs = [lambda: run("cpu", small, True, torch.float32), lambda: run_ss2d("cpu", image, torch.float32)]
     before = torch.get_num_threads()
     try:
-        configure_threads(2)
-        alone = run_ss2d("cpu", inputs, torch.float32)
+        configure_threads(3)
+        alone = [job() for job in jobs]
         with ThreadPoolExecutor(2) as callers:
-            together = list(callers.map(lambda _: run_ss2d("cpu", inputs, torch.float32), range(2)))
+            together = [f.result() for f in [callers.submit(job) for job in jobs * 3]]
     finally:
         configure_threads(before)
-    for y, g in together:
-        torch.testing.assert_close(y, alone[0], rtol=0, atol=0)
+    assert len(calls) == 2 * 4 * 2
+    for (y, g), (y_alone, g_alone) in zip(together, alone * 3):
+        torch.testing.assert_close(y, y_alone, rtol=0, atol=0)
         for name in g:
-            torch.testing.assert_close(g[name], alone[1][name], rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(g[name], g_alone[name], rtol=0, atol=0, msg=name)
+
+
+@needs_native
+def test_a_library_built_from_other_source_is_not_used(monkeypatch):
+    """An editable install does not rebuild the C library when scan_kernels.c changes; one whose ABI
+    version differs from this source's is refused with a warning and the numba kernels run."""
+    from mpimamba.models.ssm import native
+
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    native.load.cache_clear()
+    native.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="another version"):
+            assert native.library() is None
+        assert not native.usable(16, 32)
+    finally:
+        native.load.cache_clear()
+        native.library.cache_clear()

@@ -23,14 +23,17 @@ import importlib.machinery
 import itertools
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...threads import configured_threads
 
 ENV_VAR = "MPIMAMBA_SCAN_NATIVE"  # "0": always use the numba kernels
+ABI_VERSION = 1  # scan_kernels.c's scan_abi_version(): a library built from other source is not used
 # variant: the CPU features its -march level needs (as LLVM names them; LLVM also checks the OS saves the
 # vector registers), widest first
 VARIANTS = {
@@ -61,16 +64,25 @@ def _library_file(variant: str) -> Path | None:
 
 
 def runnable_variants() -> list[str]:
-    """The built variants this CPU can run, widest first."""
+    """The built variants this CPU can run and whose library matches this source, widest first."""
     features = _host_features()
     return [v for v, needs in VARIANTS.items()
-            if _library_file(v) is not None and all(features.get(f) for f in needs)]
+            if _library_file(v) is not None and all(features.get(f) for f in needs) and load(v) is not None]
 
 
 @functools.cache
-def load(variant: str) -> ctypes.CDLL:
-    """The library of one built variant, its functions typed for ctypes."""
-    lib = ctypes.CDLL(str(_library_file(variant)))
+def load(variant: str) -> ctypes.CDLL | None:
+    """The library of one built variant, its functions typed for ctypes; None (with a warning) when it was
+    built from another version of scan_kernels.c."""
+    path = _library_file(variant)
+    lib = ctypes.CDLL(str(path))
+    version = getattr(lib, "scan_abi_version", None)  # absent in libraries built before it existed
+    if version is not None:
+        version.restype = ctypes.c_int64
+    if version is None or version() != ABI_VERSION:
+        warnings.warn(f"{path} was built from another version of scan_kernels.c and is not used (the numba "
+                      "kernels run instead); reinstall the package (pip install -e .) to rebuild it", stacklevel=2)
+        return None
     lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
     lib.scan_forward.restype = lib.scan_backward.restype = None
     head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
@@ -105,18 +117,19 @@ def usable(n_state: int, n_channels: int) -> bool:
     if found is None:
         return False
     lib = found[1]
-    return n_state == lib.scan_state_size() and n_channels % lib.scan_vector_width() == 0
+    return n_state == lib.scan_state_size() and n_channels > 0 and n_channels % lib.scan_vector_width() == 0
 
 
-def _workers(count: int) -> ThreadPoolExecutor:
-    """The pool of `count` helper threads (made again only when the configured count changes)."""
+def _submit(count: int, fn) -> list:
+    """`fn` submitted `count` times to the helper pool, which is made larger when needed. Under the lock:
+    another Python thread scanning at the same time must not replace the pool between lookup and submit."""
     global _pool, _pool_size
-    with _pool_lock:  # two Python threads scanning at once must not replace the pool under each other
+    with _pool_lock:
         if _pool is None or _pool_size < count:
             if _pool is not None:
-                _pool.shutdown(wait=False)  # lets work already queued finish
+                _pool.shutdown(wait=False)  # what was queued on it still runs
             _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="mpimamba-scan"), count
-        return _pool
+        return [_pool.submit(fn) for _ in range(count)]
 
 
 def _pointers(arrays) -> list[int]:
@@ -128,8 +141,8 @@ def _pointers(arrays) -> list[int]:
                 raise ValueError("native scan: positions must be a contiguous int64 array")
             pointers.append(a.ctypes.data)
         else:
-            if not a.is_contiguous():
-                raise ValueError("native scan: every tensor must be contiguous")
+            if not (a.is_contiguous() and a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64)):
+                raise ValueError("native scan: every tensor must be a contiguous float32/float64 CPU tensor")
             pointers.append(a.data_ptr())
     return pointers
 
@@ -149,10 +162,12 @@ def _run_items(kernel, items: int, dims, *args) -> None:
         while (i := next(taken)) < chunks:
             kernel(bounds[i], bounds[i + 1], ctypes.byref(dims), *args)
 
-    futures = [_workers(count - 1).submit(work) for _ in range(count - 1)]
-    work()
-    for f in futures:
-        f.result()
+    futures = _submit(count - 1, work) if count > 1 else []
+    try:
+        work()
+    finally:  # also on Ctrl-C: the helpers write into the caller's tensors, which must outlive them
+        for f in futures:
+            f.result()
 
 
 def _dims(u, delta, kg: int, segments: int):

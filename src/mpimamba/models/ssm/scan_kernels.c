@@ -104,6 +104,10 @@ typedef struct {
     int64_t batch, length, orders, channels, ku_count, kg_count, segments;
 } dims_t;
 
+/* Bumped whenever a signature or a layout changes: native.py refuses a library built from older source
+ * (an editable install does not rebuild it when this file changes, and ctypes checks no signatures). */
+int64_t scan_abi_version(void) { return 1; }
+
 int64_t scan_vector_width(void) { return W; }
 
 int64_t scan_state_size(void) { return NS; }
