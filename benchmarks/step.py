@@ -254,7 +254,7 @@ def render(scans, steps, infer, contention, args, host, loads) -> list[str]:
                      f"{r['previous_fwdbwd'] / r['now_fwdbwd']:.1f}x | {bwd_over_fwd:.2f}x | "
                      f"{1e3 * r['numba_fwd']:.0f} | {1e3 * r['numba_fwdbwd']:.0f} | {numba_over_fwd:.2f}x |")
     variant = native.library()
-    lines += ["", "Kernels: " + (f"the C ones ({variant[0]} build of scan_kernels.c)" if variant else
+    lines += ["", "Kernels: " + (f"the C ones ({variant.variant} build of scan_kernels.c)" if variant else
                                  "numba (the C ones are not built here)") + "; the last three columns force "
               "the numba kernels, which run wherever the C ones are not built."]
     if contention:

@@ -254,10 +254,10 @@ def assemble(results: Path, settings: dict) -> None:
         print(f"no results files under {results} yet")
         return
     rows = summarise(records)
-    if any(r["method"] not in ABLATIONS for r in rows):
-        write_table1([r for r in rows if r["method"] not in ABLATIONS],
-                     sum(r["method"] not in ABLATIONS for r in records), results, settings)
-    if any(r["method"] in ABLATIONS for r in rows):
+    table1_rows = [r for r in rows if r["method"] not in ABLATIONS]
+    if table1_rows:
+        write_table1(table1_rows, sum(r["method"] not in ABLATIONS for r in records), results, settings)
+    if len(table1_rows) < len(rows):  # some ablation row
         ablation = ablation_table([r for r in rows if r["method"] in ABLATION_ROWS], settings)
         write_text_atomic(results / "table4-curves.md", "\n".join(ablation))
         print(f"wrote {results}/table4-curves.md")

@@ -242,7 +242,7 @@ def test_native_kernels_are_built_and_load():
 
     found = native.library()
     assert found is not None, "setup.py's scan_kernels extension is missing: reinstall (pip install -e .)"
-    width = found[1].scan_vector_width()
+    width = found.vector_width
     assert width in (8, 16) and native.usable(16, 2 * width)
     assert not native.usable(4, 2 * width) and not native.usable(16, width + 1)  # the numba kernels cover these
     with native.use_native_kernels(False):
@@ -273,7 +273,8 @@ def variant(request, monkeypatch):
 
     if request.param is None:
         pytest.skip("no C scan kernels built for this machine")
-    monkeypatch.setattr(native, "library", lambda: (request.param, native.load(request.param)))
+    chosen = native.Library.of(request.param)
+    monkeypatch.setattr(native, "library", lambda: chosen)
     return request.param
 
 

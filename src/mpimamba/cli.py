@@ -392,8 +392,8 @@ def _run_info(args) -> None:
         from .models.ssm import native
 
         found = native.library()
-        print("cpu scan kernels: " + (f"C ({found[0]} build) for N = 16 and channels divisible by "
-                                      f"{found[1].scan_vector_width()}, numba otherwise" if found else
+        print("cpu scan kernels: " + (f"C ({found.variant} build) for N = {found.state_size} and channels "
+                                      f"divisible by {found.vector_width}, numba otherwise" if found else
                                       "numba (the C kernels are not built for this machine)"))
     print(f"methods: {', '.join(METHODS)}")
 

@@ -57,7 +57,7 @@ def start_numba_pool() -> None:
     Called once when the cpu kernels are imported, so that a library user who never calls
     `configure_threads` keeps the torch thread count they chose (the pool's start would reset it).
     """
-    _apply(_configured or torch.get_num_threads())
+    _apply(configured_threads())
 
 
 def use_configured_threads() -> None:

@@ -26,6 +26,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -91,11 +92,25 @@ def load(variant: str) -> ctypes.CDLL | None:
     return lib
 
 
+class Library(NamedTuple):
+    """A loaded variant and the shapes it takes, read once (usable() runs on every scan)."""
+
+    variant: str
+    lib: ctypes.CDLL
+    vector_width: int  # channels per vector: the channel count must be a multiple
+    state_size: int  # the only N it runs
+
+    @classmethod
+    def of(cls, variant: str) -> Library:
+        lib = load(variant)
+        return cls(variant, lib, lib.scan_vector_width(), lib.scan_state_size())
+
+
 @functools.cache
-def library() -> tuple[str, ctypes.CDLL] | None:
-    """(variant, loaded library) of the widest built variant this CPU runs, or None."""
+def library() -> Library | None:
+    """The widest built variant this CPU runs, or None."""
     variants = runnable_variants()
-    return (variants[0], load(variants[0])) if variants else None
+    return Library.of(variants[0]) if variants else None
 
 
 @contextlib.contextmanager
@@ -114,10 +129,8 @@ def usable(n_state: int, n_channels: int) -> bool:
     if not _wanted.get() or os.environ.get(ENV_VAR, "1") == "0":
         return False
     found = library()
-    if found is None:
-        return False
-    lib = found[1]
-    return n_state == lib.scan_state_size() and n_channels > 0 and n_channels % lib.scan_vector_width() == 0
+    return (found is not None and n_state == found.state_size and n_channels > 0
+            and n_channels % found.vector_width == 0)
 
 
 def _submit(count: int, fn) -> list:
@@ -178,7 +191,7 @@ def _dims(u, delta, kg: int, segments: int):
 def forward(u, delta, bias, softplus, A, B, C, positions: np.ndarray, y, ckpt, save: bool) -> None:
     """y and (when `save`) ckpt filled in place; arguments and layouts as `cpu._forward_kernel`'s."""
     dims = _dims(u, delta, 1, ckpt.shape[2])
-    _run_items(library()[1].scan_forward, delta.shape[0] * delta.shape[2], dims, int(softplus), int(save),
+    _run_items(library().lib.scan_forward, delta.shape[0] * delta.shape[2], dims, int(softplus), int(save),
                *_pointers((u, delta, bias, A, B, C, positions, y, ckpt)))
 
 
@@ -186,5 +199,5 @@ def backward(u, delta, bias, softplus, A, B, C, positions: np.ndarray, ckpt, gy,
              du, ddelta, dB, dC, dA_part, dbias_part) -> None:
     """The outputs du ... dbias_part filled in place; arguments and layouts as `cpu._backward_kernel`'s."""
     dims = _dims(u, delta, gy.shape[2], ckpt.shape[2])
-    _run_items(library()[1].scan_backward, delta.shape[0] * delta.shape[2], dims, int(softplus),
+    _run_items(library().lib.scan_backward, delta.shape[0] * delta.shape[2], dims, int(softplus),
                *_pointers((u, delta, bias, A, B, C, positions, ckpt, gy, du, ddelta, dB, dC, dA_part, dbias_part)))
