@@ -16,9 +16,10 @@ Three stages, one command:
    lost SSIM at every weight tried (experiments/results/physics-weight.md), so this stage has no such term.
 Each stage is resumable: rerun the same command after an interruption and it continues from the stage's
 checkpoint (written every 50 steps, every 10 minutes and at the end); a finished stage is reused.
-`--after-shipped` skips stages 1 and 2 and starts the polish stage from the installed model, for when it
-is the tune stage's output (the shipped v3) and the run folders that made it are gone (they are never
-committed); the earlier stages' settings are then taken from the installed JSON. When the last stage is
+`--after-shipped` skips stages 1 and 2 and starts a polish stage from the installed model, for when the run
+folders that made it are gone (they are never committed): from a tune stage's output (the shipped v3) it is
+stage 'polish', from a polish stage's output (v4) the next one, 'polish2', 'polish3', ... in OUT/<stage>; the
+earlier stages' settings are then taken from the installed JSON, in training order (`stage_order`). When the last stage is
 done its weights are installed with `pretrained.install` (atomic), with every stage's settings and the
 wall time in the JSON; `experiments/model_card.py` then regenerates docs/model-card.md.
 """
@@ -69,37 +70,55 @@ def main() -> None:
                        out=str(args.out / "tune"), **shared)
     # recorded as the recipe's other paths are, relative to the repository it runs in (not this machine's path)
     shipped = pretrained.model_path().relative_to(common.REPO)
-    polish_init = str(shipped) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
-    polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
-                         init=polish_init, phases=("phase2",), out=str(args.out / "polish"), **shared)
-    start = time.perf_counter()
     if args.after_shipped:
         earlier = _installed_stages()
+        stage = next_polish_stage(list(earlier))
     else:
+        earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
+        stage = "polish"
+    polish_init = str(shipped) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
+    polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
+                         init=polish_init, phases=("phase2",), out=str(args.out / stage), **shared)
+    start = time.perf_counter()
+    if not args.after_shipped:
         common.run_training(base)  # reuse a finished stage of these settings, resume an interrupted one
         common.run_training(tune)
-        earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
     common.run_training(polish)
     wall = time.perf_counter() - start
     if args.no_install:
         return
     installed = pretrained.install(Path(polish.out), {
-        **polish.to_dict(), "stage": "polish", **earlier, "recipe": pretrained.RECIPE,
+        **polish.to_dict(), "stage": stage, **earlier, "stage_order": list(earlier), "recipe": pretrained.RECIPE,
         "wall_seconds_last_invocation": round(wall), "torch_threads": torch.get_num_threads(),
     })
     print(f"installed {installed} ({installed.stat().st_size / 1e6:.1f} MB)")
 
 
+# keys of an installed record that describe how it was made rather than its own stage's settings
+_RECORD_META = ("recipe", "wall_seconds_last_invocation", "torch_threads", "stage", "stage_order")
+
+
 def _installed_stages() -> dict[str, dict]:
-    """The base and tune records of the installed model, which must be the tune stage's output."""
+    """{stage name: settings} of every stage that made the installed model, itself last, in training order.
+
+    A v3 record (base + tune, before stages were named) is a tune stage's output; a later one names its stage
+    and lists the earlier ones in `stage_order` (a v4 record without that key: base, tune)."""
     training = json.loads(pretrained.model_path().with_suffix(".json").read_text()).get("training", {})
-    if "base" not in training or training.get("stage", "tune") != "tune":
-        raise ValueError("--after-shipped: the installed model is not a tune stage's output (its JSON has "
-                         f"stage {training.get('stage')!r}, base {'present' if 'base' in training else 'missing'}); "
+    stage = training.get("stage", "tune")
+    order = training.get("stage_order", ["base", "tune"] if stage != "tune" else ["base"])
+    missing = [name for name in order if name not in training]
+    if stage != "tune" and not stage.startswith("polish") or missing:
+        raise ValueError(f"--after-shipped: the installed model is not a tune or polish stage's output with its "
+                         f"earlier stages recorded (its JSON has stage {stage!r}, missing {missing or 'nothing'}); "
                          "run the whole recipe instead")
-    tune = {k: v for k, v in training.items() if k not in ("base", "recipe", "wall_seconds_last_invocation",
-                                                           "torch_threads", "stage")}
-    return {"base": training["base"], "tune": tune}
+    own = {k: v for k, v in training.items() if k not in (*order, *_RECORD_META)}
+    return {**{name: training[name] for name in order}, stage: own}
+
+
+def next_polish_stage(done: list[str]) -> str:
+    """The name of the polish stage after `done`: 'polish' after tune, then 'polish2', 'polish3', ..."""
+    count = sum(1 for name in done if name.startswith("polish"))
+    return "polish" if count == 0 else f"polish{count + 1}"
 
 
 if __name__ == "__main__":

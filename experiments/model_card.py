@@ -82,9 +82,9 @@ def _log_lines(log: Path, batch) -> list[str]:
 
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
     t = meta.get("training", {})
-    # a staged recipe records its earlier stages under their names and the installed one at the top level
-    # (named by "stage"; a v3 record, base + tune, predates that key)
-    earlier = [name for name in ("base", "tune") if name in t]
+    # a staged recipe records its earlier stages under their names, in training order in "stage_order", and
+    # the installed one at the top level (named by "stage"; a v3 record, base + tune, predates both keys)
+    earlier = t.get("stage_order") or [name for name in ("base", "tune") if name in t]
     lines = [
         "## Training",
         f"- Recipe: `.venv/bin/python {pretrained.RECIPE}` (one command; rerun it to continue an interrupted run).",

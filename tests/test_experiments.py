@@ -284,12 +284,21 @@ def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_pa
     assert text.count("is not in") == 2 and "PSNR 19.00 dB at phase2 step 0 → 19.50 dB at step 2" in text
     assert pretrained.RECIPE in text
 
+    polish2 = {**record("multiscale", 300, ("phase2",)), "stage": "polish2", "stage_order": ["base", "tune", "polish"],
+               "base": base, "tune": tune, "polish": record("multiscale", 500, ("phase2",))}
+    text = model_card._training_section({"training": polish2}, PROTOCOLS["multiscale"], None)
+    assert re.findall(r"- Stage '(\w+)': (\d+) steps", text) == [
+        ("base", "1700"), ("tune", "2000"), ("polish", "500"), ("polish2", "300")]
+    assert "from the polish stage" in text
+
     v3 = {**tune, "base": base}
     stages = re.findall(r"- Stage '(\w+)'", model_card._training_section({"training": v3}, PROTOCOLS["multiscale"], None))
     assert stages == ["base", "tune"]
 
 
-def test_polishing_the_shipped_model_takes_its_earlier_stages_and_refuses_a_polished_one(monkeypatch, tmp_path):
+def test_polishing_the_shipped_model_takes_its_earlier_stages_in_order(monkeypatch, tmp_path):
+    """A tune stage's output (v3) is polished into 'polish', a polish stage's output into 'polish2' with the
+    whole chain recorded in order; a record that lost an earlier stage is refused."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import json
 
@@ -306,6 +315,19 @@ def test_polishing_the_shipped_model_takes_its_earlier_stages_and_refuses_a_poli
     install({"steps": 2000, "phases": ["phase2"], "base": {"steps": 1700}, "recipe": "x", "torch_threads": 2})
     earlier = default_model._installed_stages()
     assert earlier == {"base": {"steps": 1700}, "tune": {"steps": 2000, "phases": ["phase2"]}}
-    install({"steps": 500, "stage": "polish", "base": {}, "tune": {}})
-    with pytest.raises(ValueError, match="not a tune stage's output"):
+    assert default_model.next_polish_stage(list(earlier)) == "polish"
+
+    install({"steps": 500, "stage": "polish", "base": {"steps": 1700}, "tune": {"steps": 2000}, "recipe": "x"})
+    earlier = default_model._installed_stages()
+    assert list(earlier) == ["base", "tune", "polish"] and earlier["polish"] == {"steps": 500}
+    assert default_model.next_polish_stage(list(earlier)) == "polish2"
+
+    install({"steps": 300, "stage": "polish2", "stage_order": ["base", "tune", "polish"],
+             "base": {}, "tune": {}, "polish": {"steps": 500}})
+    earlier = default_model._installed_stages()
+    assert list(earlier) == ["base", "tune", "polish", "polish2"] and earlier["polish2"] == {"steps": 300}
+    assert default_model.next_polish_stage(list(earlier)) == "polish3"
+
+    install({"steps": 500, "stage": "polish", "base": {}})
+    with pytest.raises(ValueError, match="missing \\['tune'\\]"):
         default_model._installed_stages()
