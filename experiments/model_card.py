@@ -317,7 +317,7 @@ def _comparison_section(now: dict, previous: dict | None, previous_path: Path | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "default-model",
-                        help="the recipe's output folder that trained it (RUN/base, RUN/tune, RUN/polish: for their logs)")
+                        help="the recipe's output folder that trained it (RUN/base, RUN/tune, RUN/polish, RUN/polish2, ...: for their logs)")
     parser.add_argument("--compare", nargs="*", default=[], choices=sorted(PROTOCOLS),
                         help="also score the demo pairs of these protocols")
     parser.add_argument("--previous", type=Path, default=None,
