@@ -18,10 +18,11 @@ Each stage is resumable: rerun the same command after an interruption and it con
 checkpoint (written every 50 steps, every 10 minutes and at the end); a finished stage is reused.
 `--after-shipped` skips stages 1 and 2 and starts a polish stage from the installed model, for when the run
 folders that made it are gone (they are never committed): from a tune stage's output (the shipped v3) it is
-stage 'polish', from a polish stage's output (v4) the next one, 'polish2', 'polish3', ... in OUT/<stage>; the
-earlier stages' settings are then taken from the installed JSON, in training order (`stage_order`). When the last stage is
-done its weights are installed with `pretrained.install` (atomic), with every stage's settings and the
-wall time in the JSON; `experiments/model_card.py` then regenerates docs/model-card.md.
+stage 'polish', from a polish stage's output (v4) the next one, 'polish2', 'polish3', ... in OUT/<stage>;
+the earlier stages' settings are then taken from the installed JSON, in training order (`stage_order`).
+When the last stage is done its weights are installed with `pretrained.install` (atomic), with every
+stage's settings and the wall time in the JSON; `experiments/model_card.py` then regenerates
+docs/model-card.md.
 """
 
 from __future__ import annotations
@@ -72,11 +73,10 @@ def main() -> None:
     shipped = pretrained.model_path().relative_to(common.REPO)
     if args.after_shipped:
         earlier = _installed_stages()
-        stage = next_polish_stage(list(earlier))
+        stage, polish_init = next_polish_stage(list(earlier)), str(shipped)
     else:
         earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
-        stage = "polish"
-    polish_init = str(shipped) if args.after_shipped else str(args.out / "tune" / "model.safetensors")
+        stage, polish_init = "polish", str(args.out / "tune" / "model.safetensors")
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
                          init=polish_init, phases=("phase2",), out=str(args.out / stage), **shared)
     start = time.perf_counter()
