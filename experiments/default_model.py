@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--tune-lr", type=float, default=3e-4, help="tune stage")
     parser.add_argument("--polish-steps", type=int, default=2000, help="optimiser steps of the polish stage (phase 2)")
     parser.add_argument("--polish-lr", type=float, default=2e-4, help="polish stage")
+    parser.add_argument("--polish-patch", type=int, default=None,
+                        help="polish stage's patch side (default: --patch); a patch larger than the protocol's "
+                             "smallest canvas raises that canvas to the patch (Protocol.for_patch)")
+    parser.add_argument("--polish-batch", type=int, default=None, help="polish stage's batch (default: --batch)")
     parser.add_argument("--after-shipped", action="store_true",
                         help="skip base and tune: polish the installed model (the tune stage's output of an earlier run)")
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
@@ -77,8 +81,10 @@ def main() -> None:
     else:
         earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
         stage, polish_init = "polish", str(args.out / "tune" / "model.safetensors")
-    polish = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.polish_steps, lr=args.polish_lr,
-                         init=polish_init, phases=("phase2",), out=str(args.out / stage), **shared)
+    polish_patch = args.polish_patch or args.patch
+    polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
+                         lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
+                         **{**shared, "patch": polish_patch, "batch": args.polish_batch or args.batch})
     start = time.perf_counter()
     if not args.after_shipped:
         common.run_training(base)  # reuse a finished stage of these settings, resume an interrupted one

@@ -212,6 +212,17 @@ def test_a_canvas_range_draws_one_canvas_per_batch():
     assert PROTOCOLS["multiscale"].canvas == (64, 256) and "points" in PROTOCOLS["multiscale"].pairs.categories
 
 
+def test_for_patch_raises_the_canvas_only_when_the_patch_needs_it():
+    ranged = Protocol(pairs=PairConfig(categories=("shape",)), canvas=(24, 40), name="r")
+    assert ranged.for_patch(16) is ranged and ranged.for_patch(24) is ranged
+    raised = ranged.for_patch(32)
+    assert raised.canvas == (32, 40) and raised.name == "r (changed: canvas)" and raised.pairs == ranged.pairs
+    assert ranged.for_patch(48).canvas == 48  # larger than the whole range: the patch size alone
+    assert Protocol(canvas=None).for_patch(64).canvas is None  # None already means "the patch size"
+    lq, gt = raised.patches(np.random.default_rng(0), 32, 2)  # the unraised protocol refuses this patch
+    assert lq.shape == gt.shape == (2, 32, 32)
+
+
 def test_cli_protocol_flags_and_ranges(tmp_path):
     out = tmp_path / "d"
     assert main(["simulate", str(out), "--count", "10", "--size", "16", "--protocol", "authors-psf",

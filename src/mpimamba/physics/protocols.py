@@ -67,6 +67,16 @@ class Protocol:
             return patch, patch
         return self.canvas if isinstance(self.canvas, tuple) else (self.canvas, self.canvas)
 
+    def for_patch(self, patch: int) -> "Protocol":
+        """This protocol with its canvas raised to at least `patch` px (unchanged when it already is): for
+        training at a patch larger than the smallest canvas, e.g. `multiscale` (64–256) at 128-px patches,
+        which then simulates canvases of 128–256 px. The name records the change."""
+        low, high = self.canvas_range(patch)
+        if low >= patch:
+            return self
+        canvas = patch if high <= patch else (patch, high)
+        return self.replace(canvas=canvas)
+
     def typical_canvas(self, patch: int) -> int:
         """One side standing for the range (its geometric mean, a multiple of 8): validation sets and
         `simulate`'s default size."""
