@@ -331,3 +331,21 @@ def test_polishing_the_shipped_model_takes_its_earlier_stages_in_order(monkeypat
     install({"steps": 500, "stage": "polish", "base": {}})
     with pytest.raises(ValueError, match="missing \\['tune'\\]"):
         default_model._installed_stages()
+
+
+def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(monkeypatch, tmp_path):
+    """--polish-patch 128 on `multiscale` (canvases from 64 px) trains on 128–256-px canvases; the earlier
+    stages keep --patch and --batch."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import common
+    import default_model
+
+    trained = []
+    monkeypatch.setattr(common, "run_training", trained.append)
+    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--polish-patch", "128",
+                                     "--polish-batch", "2", "--no-install"])
+    default_model.main()
+    base, tune, polish = trained
+    assert (tune.patch, tune.batch, tune.protocol.canvas) == (64, 8, (64, 256))
+    assert (polish.patch, polish.batch, polish.protocol.canvas) == (128, 2, (128, 256))
+    assert polish.protocol.name == "multiscale (changed: canvas)" and polish.out == str(tmp_path / "polish")
