@@ -18,15 +18,16 @@ import argparse
 import math
 from pathlib import Path
 
+import common
 from mpimamba.demo import demo_pairs, metrics_table, score_pairs
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import Restoration
 from mpimamba.models.checkpoint import load_model
+from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.threads import configure_threads
 
-REPO = Path(__file__).resolve().parent.parent
-CATEGORIES = ("mouse", "resolution", "sensitivity", "shape", "vessel")
+CATEGORIES = sorted(DEFAULT_CATEGORIES)  # the demo's categories, in its order
 
 
 def _labelled(text: str) -> tuple[str, Path]:
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=_labelled, help="NAME=PATH of each model (.safetensors)")
     parser.add_argument("--tiles", nargs="+", type=int, default=[0, 64, 96], help="tile sides; 0 = whole image")
     parser.add_argument("--per-category", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "tile-size.md")
+    parser.add_argument("--out", type=Path, default=common.REPO / "experiments" / "results" / "tile-size.md")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     configure_threads(args.threads)
