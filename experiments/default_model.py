@@ -36,6 +36,7 @@ import torch
 
 import common
 from mpimamba import pretrained
+from mpimamba.cli import patch_and_batch
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.threads import configure_threads
 from mpimamba.train.config import TrainConfig
@@ -56,6 +57,9 @@ def main() -> None:
                         help="polish stage's patch side (default: --patch); a patch larger than the protocol's "
                              "smallest canvas raises that canvas to the patch (Protocol.for_patch)")
     parser.add_argument("--polish-batch", type=int, default=None, help="polish stage's batch (default: --batch)")
+    parser.add_argument("--polish-mixed-patch", type=patch_and_batch, action="append", default=[], metavar="PxB",
+                        help="polish stage: also batches of B patches of P px, taking turns with the polish patch and "
+                             "batch (TrainConfig.mixed_patches), e.g. 128x2 beside 64-px batches of 8")
     parser.add_argument("--after-shipped", action="store_true",
                         help="skip base and tune: polish the installed model (the tune stage's output of an earlier run)")
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
@@ -84,6 +88,7 @@ def main() -> None:
     polish_patch = args.polish_patch or args.patch
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
                          lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
+                         mixed_patches=tuple(args.polish_mixed_patch),
                          **{**shared, "patch": polish_patch, "batch": args.polish_batch or args.batch})
     start = time.perf_counter()
     if not args.after_shipped:

@@ -59,15 +59,23 @@ def _cpu() -> str:
 
 
 def _schedule(t: dict, seed) -> str:
-    return (f"batch {t.get('batch')}, patch {t.get('patch')}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
+    mixed = "".join(f" taking turns with batches of {b} at patch {p}" for p, b in t.get("mixed_patches") or [])
+    return (f"batch {t.get('batch')}, patch {t.get('patch')}{mixed}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
             f"steps), weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
             f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}, seed {seed}")
 
 
-def _log_lines(log: Path, batch) -> list[str]:
+def _log_lines(log: Path, record: dict) -> list[str]:
     with open(log) as f:
         logged = list(csv.DictReader(f))
-    steps = [float(batch or 8) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
+    # the batch of each logged step (TrainConfig.sizes: mixed patch sizes take turns, restarting every segment)
+    batches = [record.get("batch") or 8] + [b for _, b in record.get("mixed_patches") or []]
+    segment = int(record.get("ckpt_every") or 1)
+
+    def batch_of(row) -> float:
+        return float(batches[((int(row["step"]) - 1) % segment) % len(batches)])
+
+    steps = [batch_of(r) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
     shown = log.relative_to(REPO) if log.is_relative_to(REPO) else log
     lines = [f"  step time (from `{shown}`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min for "
              f"{len(steps)} steps, {np.median(steps):.2f} s per step (median)."]
@@ -102,7 +110,7 @@ def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
                   f"{stage_protocol.describe()}; {_schedule(record, meta.get('seed'))}."]
         log = (run / stage / "log.csv" if stage else run / "log.csv") if run else None
         if log and log.is_file():
-            lines += _log_lines(log, record.get("batch"))
+            lines += _log_lines(log, record)
         elif run:
             lines.append(f"  (its log `{stage}/log.csv` is not in `{run.name}` on this machine: the stage was trained "
                          "in an earlier session; its step time and validation are in the earlier cards, git history "

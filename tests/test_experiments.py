@@ -278,6 +278,11 @@ def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_pa
                                                  "phase2,0,,,,0.1,19.0,\nphase2,1,0.1,0.0002,4.0,,,\n"
                                                  "phase2,2,0.1,0.0002,4.0,0.1,19.5,\n")
     text = model_card._training_section({"training": polish, "seed": 101}, PROTOCOLS["multiscale"], tmp_path)
+    assert "8.00 s per step (median)" in text  # batch 32 at 4 images/s (log.csv's img_per_s counts the step's batch)
+    # mixed sizes: steps 1 and 2 were batches of 32 and 2 (TrainConfig.sizes), 8.0 and 0.5 s at 4 images/s
+    mixed = model_card._training_section({"training": {**polish, "mixed_patches": [[128, 2]]}},
+                                         PROTOCOLS["multiscale"], tmp_path)
+    assert "4.25 s per step (median)" in mixed and "taking turns with batches of 2 at patch 128" in mixed
     stages = re.findall(r"- Stage '(\w+)': (\d+) steps in (both phases|phase 2 only[^;]*)", text)
     assert [(s, n) for s, n, _ in stages] == [("base", "1700"), ("tune", "2000"), ("polish", "500")]
     assert stages[0][2] == "both phases" and "from the base stage" in stages[1][2] and "from the tune stage" in stages[2][2]
@@ -349,3 +354,10 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
     assert (tune.patch, tune.batch, tune.protocol.canvas) == (64, 8, (64, 256))
     assert (polish.patch, polish.batch, polish.protocol.canvas) == (128, 2, (128, 256))
     assert polish.protocol.name == "multiscale (changed: canvas)" and polish.out == str(tmp_path / "polish")
+
+    trained.clear()
+    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--polish-mixed-patch", "128x2",
+                                     "--no-install"])
+    default_model.main()
+    polish = trained[-1]  # 64-px batches of 8 on `multiscale` as it is, taking turns with 128-px batches of 2
+    assert polish.sizes == ((64, 8), (128, 2)) and polish.protocol.canvas == (64, 256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -14,13 +15,14 @@ import pytest
 import torch
 
 import train_helpers as th
-from mpimamba.cli import main
+from mpimamba.cli import build_parser, main
 from mpimamba.data.paired import PairedFolder
 from mpimamba.eval.metrics import psnr
 from mpimamba.infer import Restoration
 from mpimamba.models import build, load_model
+from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.train import TrainConfig, TrainData, train
-from mpimamba.train.data import batches
+from mpimamba.train.data import batches, build_data
 from mpimamba.train.loop import ConstantThenCosine, validate
 
 
@@ -99,6 +101,36 @@ def test_batches_resume_mid_stream_and_ranks_differ(tmp_path):
         assert not torch.equal(full[0][0], other[0])
         expected = (2, 1, 8, 8) if isinstance(train_set, PairedFolder) else (2, 1, 16, 16)
         assert full[0][0].shape == expected
+
+
+def test_mixed_patch_sizes_take_turns_and_resume_for_any_worker_count(tmp_path):
+    """mixed_patches: batches alternate (patch, batch) sizes in the documented order with 0 or 2 workers, a
+    resumed stream restarts its segment at the same batches, and the larger size is simulated on a canvas
+    raised to its patch."""
+    protocol = PROTOCOLS["default"].replace(canvas=(16, 24), snr_db=None)
+    cfg = config(tmp_path, protocol=protocol, patch=16, batch=3, mixed_patches=[[32, 1]], val_images=1)
+    assert cfg.mixed_patches == ((32, 1),) and cfg.sizes == ((16, 3), (32, 1))
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    data = build_data(cfg)
+    assert data.batched
+    kw = dict(seed=cfg.seed, phase=0, batch=cfg.batch, segment=4)
+    for workers in (0, 2):
+        drawn = [b for _, b in zip(range(6), batches(data, start=0, workers=workers, **kw))]
+        # TrainConfig.sizes: step s uses sizes[(s % segment) % 2]; segment 4 restarts the cycle at step 4
+        assert [tuple(lq.shape) for lq, _ in drawn] == [(3, 1, 16, 16), (1, 1, 32, 32)] * 3, workers
+        assert all(lq.dtype == gt.dtype == torch.float32 and lq.shape == gt.shape for lq, gt in drawn)
+    resumed = [b for _, b in zip(range(2), batches(data, start=4, **kw))]
+    full = [b for _, b in zip(range(6), batches(data, start=0, **kw))]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[4:], resumed))
+    assert not torch.equal(full[0][0], full[2][0])  # the cycle draws new pairs, it does not repeat them
+    for bad, match in (([[32]], "pairs"), ([[4, 2]], "patch >= 8"), ("32x1", "pairs")):
+        with pytest.raises(ValueError, match=match):
+            config(tmp_path, patch=16, mixed_patches=bad)
+    folder = th.write_blob_folder(tmp_path / "ds", counts=(4, 1))
+    with pytest.raises(ValueError, match="simulated stream"):
+        config(tmp_path, data=str(folder), mixed_patches=[[32, 1]])
+    train(dataclasses.replace(cfg, steps=4, ckpt_every=2, val_every=4))  # the loop takes batches of both sizes
+    assert [int(r["step"]) for r in read_log(Path(cfg.out))] == list(range(5))
 
 
 def test_tiny_model_lowers_validation_loss_on_simulated_pairs(tmp_path):
@@ -280,3 +312,13 @@ def test_cli_bad_names_give_clear_errors(tmp_path, capsys, args, message):
     assert run_cli(*args, "--out", tmp_path / "run", "--device", "cpu") == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_mixed_patch_option_is_parsed_or_refused(capsys):
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "r", "--mixed-patch", "128x2", "--mixed-patch", "96X3"])
+    assert args.mixed_patches == [(128, 2), (96, 3)]
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["train", "--out", "r", "--mixed-patch", "128by2"])
+    assert stopped.value.code == 2
+    assert "--mixed-patch: expected PATCHxBATCH such as 128x2, got '128by2'" in capsys.readouterr().err

@@ -161,6 +161,10 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, help="optimiser steps per phase")
     p.add_argument("--batch", type=int, help="batch size per process")
     p.add_argument("--patch", type=int, help="training patch size in pixels")
+    p.add_argument("--mixed-patch", type=patch_and_batch, action="append", dest="mixed_patches", metavar="PxB",
+                   help="also train on batches of B patches of P px, taking turns with --patch/--batch batches "
+                        "(repeatable; --synthetic only; P above the protocol's smallest canvas raises it), e.g. "
+                        "--patch 64 --batch 8 --mixed-patch 128x2")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int)
     p.add_argument("--val-every", type=int, dest="val_every", help="validate every K steps")
@@ -181,6 +185,14 @@ def _add_train(sub) -> None:
     mode.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="start over, replacing the run in RUN")
     p.set_defaults(run=_run_train)
+
+
+def patch_and_batch(text: str) -> tuple[int, int]:
+    """'128x2' -> (128, 2): an argparse type."""
+    patch, sep, batch = text.lower().partition("x")
+    if not (sep and patch.isdigit() and batch.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected PATCHxBATCH such as 128x2, got {text!r}")
+    return int(patch), int(batch)
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -204,7 +216,7 @@ def _run_train(args) -> None:
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "label",
-                                           "device", "workers")}
+                                           "device", "workers", "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

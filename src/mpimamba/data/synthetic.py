@@ -55,6 +55,33 @@ class SyntheticPairs(IterableDataset):
                 yield (*pair, torch.from_numpy(g)) if self.geometry else pair
 
 
+class MixedSizeBatches(IterableDataset):
+    """Infinite stream of whole batches that take turns between sizes: (lq, gt) float32 tensors
+    (B, 1, P, P) with (P, B) = `sizes[k % len(sizes)]` for the k-th batch (and each pair's scan geometry
+    (B, 2) with `geometry`), reproducible from `seed`. Size i is simulated from `protocols[i]`. Read it with
+    `DataLoader(batch_size=None)`; with W workers, worker w yields batches w, w + W, w + 2W, ... of that cycle
+    (and the loader deals them out in that order), so the k-th batch has the same size for any worker count.
+    """
+
+    def __init__(self, protocols: list[Protocol], sizes: list[tuple[int, int]], seed: int = 0, geometry: bool = False):
+        if len(protocols) != len(sizes) or not sizes:
+            raise ValueError(f"MixedSizeBatches: one protocol per (patch, batch) size, got {len(protocols)} "
+                             f"protocol(s) for {len(sizes)} size(s)")
+        self.protocols, self.sizes, self.seed, self.geometry = list(protocols), list(sizes), seed, geometry
+
+    def __iter__(self):
+        worker = get_worker_info()
+        index, stride = (worker.id, worker.num_workers) if worker else (0, 1)
+        rng = np.random.default_rng([self.seed, index])
+        while True:
+            i = index % len(self.sizes)
+            (patch, batch), protocol = self.sizes[i], self.protocols[i]
+            lq, gt, geometry = protocol.patches(rng, patch, batch, geometry=True)
+            pair = (torch.from_numpy(lq)[:, None], torch.from_numpy(gt)[:, None])  # (B, P, P) -> (B, 1, P, P)
+            yield (*pair, torch.from_numpy(geometry)) if self.geometry else pair
+            index += stride
+
+
 GENERATOR = "mpimamba.data.synthetic.write_dataset"  # the manifest's mark of a dataset this function wrote
 
 

@@ -36,6 +36,12 @@ class TrainConfig:
     steps: int = 100_000  # optimiser steps in EACH phase
     batch: int = 32  # per process
     patch: int = 64
+    # further (patch, batch) sizes the simulated stream takes turns with (patch, batch), one batch each: with
+    # patch 64, batch 8 and ((128, 2),) the steps alternate 64×8 and 128×2 batches (the same pixels). Each
+    # further size is simulated on the protocol's canvas raised to at least that patch (Protocol.for_patch),
+    # the first on the protocol as it is: a polish at 128 px alone learned large filled regions and forgot
+    # the 64-px images (experiments/results/patch128-polish.md). () = every batch at (patch, batch)
+    mixed_patches: tuple[tuple[int, int], ...] = ()
     lr: float = 2e-4
     min_lr: float = 1e-6
     constant_fraction: float = 0.5  # share of each phase at the full lr before the cosine decay
@@ -69,6 +75,10 @@ class TrainConfig:
         for name in ("steps", "batch", "patch", "ckpt_every", "val_every", "val_images"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.mixed_patches = _patch_sizes(self.mixed_patches)
+        if self.mixed_patches and self.data is not None:
+            raise ValueError("mixed_patches: a paired folder is cropped at one patch size; mixed sizes need the "
+                             "simulated stream (--synthetic)")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not 0.0 <= self.constant_fraction <= 1.0:
@@ -102,12 +112,19 @@ class TrainConfig:
     def run_label(self) -> str:
         return self.label or self.method
 
+    @property
+    def sizes(self) -> tuple[tuple[int, int], ...]:
+        """The (patch, batch) of the stream's batches in turn: step s of a phase (counted from 0) trains on
+        sizes[(s % ckpt_every) % len(sizes)] (the stream restarts its cycle at every checkpoint segment)."""
+        return ((self.patch, self.batch), *self.mixed_patches)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (from_dict gives back an equal TrainConfig)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["betas"] = list(self.betas)
         d["phases"] = list(self.phases) if self.phases is not None else None
         d["overrides"] = dict(self.overrides)
+        d["mixed_patches"] = [list(size) for size in self.mixed_patches]
         d["protocol"] = self.protocol.to_dict() if self.protocol is not None else None
         return d
 
@@ -157,3 +174,17 @@ def _legacy_protocol(synthetic: dict[str, Any]) -> Protocol:
     """The protocol an old run config's `synthetic` dict described (simulated at the patch size)."""
     return Protocol.from_dict({"name": "custom", "canvas": None, "pairs": synthetic.get("pairs", {}),
                                "xspace_fraction": synthetic.get("xspace_fraction", 0.0)})
+
+
+def _patch_sizes(sizes) -> tuple[tuple[int, int], ...]:
+    """`mixed_patches` as a tuple of (patch, batch) int pairs (JSON gives lists), or a clear error."""
+    checked = []
+    for size in sizes:
+        try:
+            patch, batch = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"mixed_patches must be a list of [patch, batch] pairs, got {sizes!r}") from None
+        if patch < 8 or batch < 1:
+            raise ValueError(f"mixed_patches: need patch >= 8 and batch >= 1, got [{patch}, {batch}]")
+        checked.append((patch, batch))
+    return tuple(checked)

@@ -37,6 +37,7 @@ def derive_seed(*parts: int) -> int:
 class TrainData:
     train: Union[Dataset, StreamFactory]  # map-style dataset, or seed -> infinite IterableDataset
     val: list[Pair]  # a small fixed validation set, each (C, H, W)
+    batched: bool = False  # the stream yields whole batches (mixed patch sizes) rather than single pairs
 
 
 def _map_batches(dataset: Dataset, *, seed: int, phase: int, start: int, batch: int, rank: int,
@@ -58,7 +59,7 @@ def _map_batches(dataset: Dataset, *, seed: int, phase: int, start: int, batch: 
         epoch, offset = epoch + 1, 0
 
 
-def _stream_batches(make: StreamFactory, *, seed: int, phase: int, start: int, batch: int, rank: int,
+def _stream_batches(make: StreamFactory, *, seed: int, phase: int, start: int, batch: int | None, rank: int,
                     workers: int, segment: int) -> Iterator[Pair]:
     seg, skip = divmod(start, segment)
     while True:
@@ -72,13 +73,13 @@ def _stream_batches(make: StreamFactory, *, seed: int, phase: int, start: int, b
 def batches(data: TrainData, *, seed: int, phase: int, start: int, batch: int, rank: int = 0, world: int = 1,
             workers: int = 0, segment: int = 1000) -> Iterator[Pair]:
     """Infinite iterator of (lq, gt) batches, (B, C, H, W) each, for steps start, start + 1, ... (a stream
-    with geometry adds each pair's scan geometry, (B, 2))."""
+    with geometry adds each pair's scan geometry, (B, 2)); `batch` is ignored by a stream of whole batches."""
     if isinstance(data.train, Dataset) and not isinstance(data.train, IterableDataset):
         return _map_batches(data.train, seed=seed, phase=phase, start=start, batch=batch, rank=rank,
                             world=world, workers=workers)
     if callable(data.train):
-        return _stream_batches(data.train, seed=seed, phase=phase, start=start, batch=batch, rank=rank,
-                               workers=workers, segment=segment)
+        return _stream_batches(data.train, seed=seed, phase=phase, start=start, batch=None if data.batched else batch,
+                               rank=rank, workers=workers, segment=segment)
     raise TypeError("TrainData.train must be a map-style Dataset or a callable seed -> IterableDataset")
 
 
@@ -96,12 +97,17 @@ def build_data(cfg) -> TrainData:
         val = [val_set[i] for i in range(min(cfg.val_images, len(val_set)))]
         return TrainData(train=train, val=val)
 
-    from ..data.synthetic import SyntheticPairs
+    from ..data.synthetic import MixedSizeBatches, SyntheticPairs
 
     protocol = cfg.protocol
+    # the first size on the protocol as it is (checked against the patch by TrainConfig), the others on its
+    # canvas raised to their patch
+    protocols = [protocol, *(protocol.for_patch(patch) for patch, _ in cfg.mixed_patches)]
 
     def make(seed: int) -> IterableDataset:
         # one simulated batch per training batch (the PSF model runs as one batched FFT)
+        if cfg.mixed_patches:
+            return MixedSizeBatches(protocols, list(cfg.sizes), seed=seed, geometry=cfg.physics_weight > 0)
         return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch, geometry=cfg.physics_weight > 0)
 
     # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
@@ -111,4 +117,4 @@ def build_data(cfg) -> TrainData:
     whole = dataclasses.replace(protocol, canvas=canvas)
     val_stream = SyntheticPairs(whole, size=canvas, seed=derive_seed(cfg.seed, 2**31), batch=cfg.val_images)
     val = list(islice(iter(val_stream), cfg.val_images))
-    return TrainData(train=make, val=val)
+    return TrainData(train=make, val=val, batched=bool(cfg.mixed_patches))

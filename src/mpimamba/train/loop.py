@@ -530,7 +530,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 raise TrainingDiverged(phase, done, loss_value, cfg.lr,
                                        (model.phases[at[0]], at[1]) if at is not None else None)
 
-            img_per_s = cfg.batch * ctx.world / max(time.perf_counter() - tick, 1e-9)  # data + step, all ranks
+            img_per_s = len(lq) * ctx.world / max(time.perf_counter() - tick, 1e-9)  # data + step, all ranks
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{img_per_s:.1f}", refresh=False)
             if log is not None:
