@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import common
 from mpimamba import pretrained
 from mpimamba.demo import demo_pairs, metrics_table, score_pairs
 from mpimamba.eval import resolution
@@ -37,7 +38,7 @@ from mpimamba.physics.protocols import PROTOCOLS, Protocol
 from mpimamba.refine import ScanGeometry, refine
 from mpimamba.threads import configure_threads
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = common.REPO
 PER_CATEGORY = 8
 # (scan, gradient T/m, spacing mm): the authors' setting, the other axis, and two at the edges (the table
 # says which lie inside the ranges the model was trained on)
