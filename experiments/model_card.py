@@ -69,17 +69,19 @@ def _schedule(t: dict, seed) -> str:
 def _log_lines(log: Path, record: dict) -> list[str]:
     with open(log) as f:
         logged = list(csv.DictReader(f))
-    # the batch of each logged step (TrainConfig.sizes: mixed patch sizes take turns, restarting every segment)
-    batches = [record.get("batch") or 8] + [b for _, b in record.get("mixed_patches") or []]
-    segment = int(record.get("ckpt_every") or 1)
-
-    def batch_of(row) -> float:
-        return float(batches[((int(row["step"]) - 1) % segment) % len(batches)])
-
-    steps = [batch_of(r) / float(r["img_per_s"]) for r in logged if r.get("img_per_s")]
+    # the (patch, batch) of each logged step: mixed sizes take turns, step s (from 0) at sizes[s % len(sizes)]
+    sizes = [(record.get("patch"), record.get("batch") or 8), *map(tuple, record.get("mixed_patches") or [])]
+    per_size: dict[tuple, list[float]] = {size: [] for size in sizes}
+    for row in logged:
+        if row.get("img_per_s"):
+            size = sizes[(int(row["step"]) - 1) % len(sizes)]
+            per_size[size].append(size[1] / float(row["img_per_s"]))
+    steps = [t for times in per_size.values() for t in times]
+    medians = ", ".join(f"{np.median(times):.2f} s per step at {patch}-px batches of {batch}"
+                        for (patch, batch), times in per_size.items() if times)
     shown = log.relative_to(REPO) if log.is_relative_to(REPO) else log
     lines = [f"  step time (from `{shown}`, validation and checkpoints excluded): {sum(steps) / 60:.0f} min for "
-             f"{len(steps)} steps, {np.median(steps):.2f} s per step (median)."]
+             f"{len(steps)} steps, {medians or 'none logged'} (median)."]
     rows = [r for r in logged if r.get("val_psnr")]
     if rows:
         first, last = rows[0], rows[-1]

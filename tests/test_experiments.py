@@ -278,11 +278,13 @@ def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_pa
                                                  "phase2,0,,,,0.1,19.0,\nphase2,1,0.1,0.0002,4.0,,,\n"
                                                  "phase2,2,0.1,0.0002,4.0,0.1,19.5,\n")
     text = model_card._training_section({"training": polish, "seed": 101}, PROTOCOLS["multiscale"], tmp_path)
-    assert "8.00 s per step (median)" in text  # batch 32 at 4 images/s (log.csv's img_per_s counts the step's batch)
-    # mixed sizes: steps 1 and 2 were batches of 32 and 2 (TrainConfig.sizes), 8.0 and 0.5 s at 4 images/s
+    # batch 32 at 4 images/s (log.csv's img_per_s counts the step's own batch)
+    assert "8.00 s per step at 64-px batches of 32 (median)" in text
+    # mixed sizes: logged steps 1 and 2 were batches of 32 and 2 (TrainConfig.sizes), 8.0 and 0.5 s at 4 images/s
     mixed = model_card._training_section({"training": {**polish, "mixed_patches": [[128, 2]]}},
                                          PROTOCOLS["multiscale"], tmp_path)
-    assert "4.25 s per step (median)" in mixed and "taking turns with batches of 2 at patch 128" in mixed
+    assert "8.00 s per step at 64-px batches of 32, 0.50 s per step at 128-px batches of 2 (median)" in mixed
+    assert "taking turns with batches of 2 at patch 128" in mixed
     stages = re.findall(r"- Stage '(\w+)': (\d+) steps in (both phases|phase 2 only[^;]*)", text)
     assert [(s, n) for s, n, _ in stages] == [("base", "1700"), ("tune", "2000"), ("polish", "500")]
     assert stages[0][2] == "both phases" and "from the base stage" in stages[1][2] and "from the tune stage" in stages[2][2]

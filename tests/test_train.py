@@ -119,13 +119,17 @@ def test_mixed_patch_sizes_take_turns_and_resume_for_any_worker_count(tmp_path):
         # TrainConfig.sizes: step s uses sizes[(s % segment) % 2]; segment 4 restarts the cycle at step 4
         assert [tuple(lq.shape) for lq, _ in drawn] == [(3, 1, 16, 16), (1, 1, 32, 32)] * 3, workers
         assert all(lq.dtype == gt.dtype == torch.float32 and lq.shape == gt.shape for lq, gt in drawn)
-    resumed = [b for _, b in zip(range(2), batches(data, start=4, **kw))]
-    full = [b for _, b in zip(range(6), batches(data, start=0, **kw))]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[4:], resumed))
+    full = [b for _, b in zip(range(7), batches(data, start=0, **kw))]
+    for start in (4, 5):  # at a segment boundary and inside a segment (a wall-clock checkpoint)
+        resumed = [b for _, b in zip(range(7 - start), batches(data, start=start, **kw))]
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[start:], resumed))
     assert not torch.equal(full[0][0], full[2][0])  # the cycle draws new pairs, it does not repeat them
-    for bad, match in (([[32]], "pairs"), ([[4, 2]], "patch >= 8"), ("32x1", "pairs")):
+    for bad, match in (([[32]], "pairs"), ([[4, 2]], "patch >= 8"), ("32x1", "pairs"), ([[32.5, 1]], "integers")):
         with pytest.raises(ValueError, match=match):
             config(tmp_path, patch=16, mixed_patches=bad)
+    with pytest.raises(ValueError, match="ckpt_every \\(3\\) must be a multiple of the 2 patch sizes"):
+        config(tmp_path, patch=16, mixed_patches=[[32, 1]], ckpt_every=3)  # one size would get 2 steps in 3
+    assert config(tmp_path, mixed_patches=None).sizes == ((16, 4),)  # JSON null: no further sizes
     folder = th.write_blob_folder(tmp_path / "ds", counts=(4, 1))
     with pytest.raises(ValueError, match="simulated stream"):
         config(tmp_path, data=str(folder), mixed_patches=[[32, 1]])

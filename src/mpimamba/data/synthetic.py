@@ -60,7 +60,8 @@ class MixedSizeBatches(IterableDataset):
     (B, 1, P, P) with (P, B) = `sizes[k % len(sizes)]` for the k-th batch (and each pair's scan geometry
     (B, 2) with `geometry`), reproducible from `seed`. Size i is simulated from `protocols[i]`. Read it with
     `DataLoader(batch_size=None)`; with W workers, worker w yields batches w, w + W, w + 2W, ... of that cycle
-    (and the loader deals them out in that order), so the k-th batch has the same size for any worker count.
+    (and the loader deals them out in that order), so the k-th batch has the same size for any worker count
+    (with W = len(sizes) each worker simulates one size only, and the largest one sets the pace).
     """
 
     def __init__(self, protocols: list[Protocol], sizes: list[tuple[int, int]], seed: int = 0, geometry: bool = False):

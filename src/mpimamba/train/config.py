@@ -79,6 +79,9 @@ class TrainConfig:
         if self.mixed_patches and self.data is not None:
             raise ValueError("mixed_patches: a paired folder is cropped at one patch size; mixed sizes need the "
                              "simulated stream (--synthetic)")
+        if int(self.ckpt_every) % len(self.sizes):  # the stream restarts its cycle at every segment
+            raise ValueError(f"ckpt_every ({self.ckpt_every}) must be a multiple of the {len(self.sizes)} patch "
+                             "sizes that take turns, so that every size keeps its share of the steps")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not 0.0 <= self.constant_fraction <= 1.0:
@@ -115,7 +118,8 @@ class TrainConfig:
     @property
     def sizes(self) -> tuple[tuple[int, int], ...]:
         """The (patch, batch) of the stream's batches in turn: step s of a phase (counted from 0) trains on
-        sizes[(s % ckpt_every) % len(sizes)] (the stream restarts its cycle at every checkpoint segment)."""
+        sizes[s % len(sizes)] (the stream restarts its cycle at every checkpoint segment, whose length
+        ckpt_every is a multiple of len(sizes))."""
         return ((self.patch, self.batch), *self.mixed_patches)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,11 +183,14 @@ def _legacy_protocol(synthetic: dict[str, Any]) -> Protocol:
 def _patch_sizes(sizes) -> tuple[tuple[int, int], ...]:
     """`mixed_patches` as a tuple of (patch, batch) int pairs (JSON gives lists), or a clear error."""
     checked = []
-    for size in sizes:
+    for size in sizes or ():  # JSON null = none
         try:
-            patch, batch = (int(v) for v in size)
+            patch, batch = size
+            if not all(float(v) == int(v) for v in size):  # whole numbers, not silently truncated ones
+                raise ValueError
+            patch, batch = int(patch), int(batch)
         except (TypeError, ValueError):
-            raise ValueError(f"mixed_patches must be a list of [patch, batch] pairs, got {sizes!r}") from None
+            raise ValueError(f"mixed_patches must be a list of [patch, batch] pairs of integers, got {sizes!r}") from None
         if patch < 8 or batch < 1:
             raise ValueError(f"mixed_patches: need patch >= 8 and batch >= 1, got [{patch}, {batch}]")
         checked.append((patch, batch))
