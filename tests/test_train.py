@@ -116,7 +116,7 @@ def test_mixed_patch_sizes_take_turns_and_resume_for_any_worker_count(tmp_path):
     kw = dict(seed=cfg.seed, phase=0, batch=cfg.batch, segment=4)
     for workers in (0, 2):
         drawn = [b for _, b in zip(range(6), batches(data, start=0, workers=workers, **kw))]
-        # TrainConfig.sizes: step s uses sizes[(s % segment) % 2]; segment 4 restarts the cycle at step 4
+        # TrainConfig.sizes: step s uses sizes[s % 2] (the segment of 4 restarts the cycle at step 4)
         assert [tuple(lq.shape) for lq, _ in drawn] == [(3, 1, 16, 16), (1, 1, 32, 32)] * 3, workers
         assert all(lq.dtype == gt.dtype == torch.float32 and lq.shape == gt.shape for lq, gt in drawn)
     full = [b for _, b in zip(range(7), batches(data, start=0, **kw))]
