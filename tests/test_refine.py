@@ -112,30 +112,3 @@ def test_consistency_loss_is_zero_for_the_truth_and_grows_for_a_wrong_output():
     masked = geometry.clone()
     masked[1:, 1] = float("nan")
     assert float(consistency_loss(hollow.detach(), lq, masked, margin=0)) == pytest.approx(float(alone) / 4, rel=1e-5)
-
-
-def test_training_with_the_physics_term(tmp_path, capsys):
-    """--physics-weight adds the consistency term to every step's loss (the logged loss changes by the
-    logged term, the weight is stored with the run); a paired folder is refused, it has no geometry."""
-    import csv
-
-    from mpimamba.cli import main
-
-    def run(name, *extra):
-        out = tmp_path / name
-        assert main(["train", "--method", "nafnet", "--preset", "tiny", "--synthetic", "--steps", "3", "--batch", "2",
-                     "--patch", "16", "--protocol", "authors-psf", "--canvas", "32", "--device", "cpu",
-                     "--out", str(out), *extra]) == 0
-        with open(out / "log.csv") as f:
-            return [r for r in csv.DictReader(f) if r["loss"]]
-
-    plain, physics = run("plain"), run("physics", "--physics-weight", "1.0")
-    assert len(plain) == len(physics) == 3 and all(r["physics"] == "" for r in plain)
-    # same weights and first batch: the first loss differs by exactly the logged term (weight 1)
-    term = float(physics[0]["physics"])
-    assert term > 0 and float(physics[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + term, rel=1e-4)
-    from mpimamba.train import TrainConfig
-
-    assert TrainConfig.from_json(tmp_path / "physics" / "config.json").physics_weight == 1.0
-    with pytest.raises(ValueError, match="simulated"):
-        TrainConfig(data=str(tmp_path), physics_weight=0.5)

@@ -174,6 +174,9 @@ def _add_train(sub) -> None:
     p.add_argument("--physics-weight", type=float, dest="physics_weight",
                    help="weight of the physics-consistency term (the output blurred by each pair's PSF must explain "
                         "the input up to a scale and an offset; --synthetic only; default 0 = off)")
+    p.add_argument("--mass-weight", type=float, dest="mass_weight",
+                   help="weight of the local-mass term (the tracer per 8x8 block of output and target must agree; "
+                        "counters thin structures coming back too faint; default 0 = off)")
     p.add_argument("--label", help="name evaluation tables group this run under (default: the method)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="network constructor argument replacing the preset's (VALUE parsed as JSON)")
@@ -215,8 +218,8 @@ def _run_train(args) -> None:
     from .train import TrainConfig, train
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
-                                           "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "label",
-                                           "device", "workers", "mixed_patches")}
+                                           "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
+                                           "label", "device", "workers", "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

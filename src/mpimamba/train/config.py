@@ -52,6 +52,9 @@ class TrainConfig:
     # weight of the physics-consistency term (refine.consistency_loss: the output, blurred by each pair's own
     # PSF, must explain the input up to a scale and an offset); simulated streams only, 0 = off
     physics_weight: float = 0.0
+    # weight of the local-mass term (train.terms.local_mass_loss: L1 between the tracer per 8x8 block of output
+    # and target); any training set, 0 = off
+    mass_weight: float = 0.0
     ckpt_minutes: float = 10.0  # also a checkpoint at least this often (wall time); inf = only every ckpt_every
     val_every: int = 1000
     val_images: int = 8
@@ -90,8 +93,10 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        if not (math.isfinite(float(self.physics_weight)) and self.physics_weight >= 0):
-            raise ValueError(f"physics_weight must be a finite number >= 0, got {self.physics_weight}")
+        for name in ("physics_weight", "mass_weight"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.physics_weight > 0 and self.data is not None:
             raise ValueError("the physics-consistency term needs each pair's scan geometry, which only a simulated "
                              "stream (--synthetic) knows; a paired folder does not record it")

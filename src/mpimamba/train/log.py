@@ -14,8 +14,9 @@ from ..fileutil import write_text_atomic
 
 # val_loss: the phase's training loss on the validation pairs; val_psnr: PSNR of the inference output
 # model(lq) in eval mode, in every phase (see train.loop.validate); physics: the physics-consistency term
-# before its weight (refine.consistency_loss; empty without --physics-weight), included in `loss`
-COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics")
+# before its weight (refine.consistency_loss; empty without --physics-weight), included in `loss`; mass: the
+# local-mass term before its weight (train.terms.local_mass_loss; empty without --mass-weight), also included
+COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics", "mass")
 
 
 def _fmt(value) -> str:
@@ -44,7 +45,8 @@ class RunLog:
             return []
         with open(self.path, newline="") as f:
             rows = list(csv.reader(f))[1:]
-        return [r for r in rows if (self.phases.index(r[0]), int(r[1])) <= until]
+        kept = [r for r in rows if (self.phases.index(r[0]), int(r[1])) <= until]
+        return [r + [""] * (len(COLUMNS) - len(r)) for r in kept]  # a log of an older version lacks later columns
 
     @staticmethod
     def _tensorboard(run: Path):

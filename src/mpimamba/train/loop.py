@@ -60,6 +60,7 @@ from .config import TrainConfig
 from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
 from .log import RunLog
+from .terms import local_mass_loss
 
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
@@ -518,6 +519,10 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             if cfg.physics_weight > 0:
                 physics = consistency_loss(result["output"], lq, geometry[0].to(lq.device))
                 loss = loss + cfg.physics_weight * physics
+            mass = None
+            if cfg.mass_weight > 0:
+                mass = local_mass_loss(result["output"], gt)
+                loss = loss + cfg.mass_weight * mass
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -538,7 +543,8 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 if done % cfg.val_every == 0 or done == cfg.steps:
                     val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
-                          val_psnr=val_psnr, physics=None if physics is None else physics.item())
+                          val_psnr=val_psnr, physics=None if physics is None else physics.item(),
+                          mass=None if mass is None else mass.item())
             # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
             # the wall-clock rule differs from rank to rank by the moments their clocks are read
             if distributed.any_rank(ctx, checkpoints.due(done)):

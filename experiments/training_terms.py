@@ -1,6 +1,8 @@
-"""What the physics-consistency training term (`--physics-weight`, `refine.consistency_loss`) gives: the
-shipped model fine-tuned with phase 2 only, the same steps, data and seed, once per weight (weight 0 is
-the control: the same fine-tuning without the term), each scored on
+"""What a training term gives: the physics-consistency term (`--term physics`: `--physics-weight`,
+`refine.consistency_loss`) or the local-mass term (`--term mass`: `--mass-weight`,
+`train.terms.local_mass_loss`). The shipped model is fine-tuned with phase 2 only, the same steps, data,
+patch sizes and seed, once per weight (weight 0 is the control: the same fine-tuning without the term),
+each scored on
 
 - the 40 demo pairs (`mpimamba demo --per-category 8`: the shipped model's protocol, 128x128, a seed
   space no training stream uses): PSNR / SSIM gain over the input, mass ratio and interior fill per
@@ -8,11 +10,12 @@ the control: the same fine-tuning without the term), each scored on
   pair's own PSF, explains the input: `refine.consistency_loss`, 0 = perfectly);
 - 20 pairs outside the training ranges (4 T/m, 0.5 mm pixels; same categories), the same figures.
 
-    python experiments/physics_weight.py                     # ~35 min on a 2-core CPU at 1 thread
-    python experiments/physics_weight.py --weights 0 1 --steps 100
+    python experiments/training_terms.py --term physics      # ~35 min on a 2-core CPU at 1 thread
+    python experiments/training_terms.py --term mass --weights 0 1 3 --mixed-patch 128x2   # ~45 min
+    python experiments/training_terms.py --term mass --weights 0 1 --steps 100
 
-Runs go to runs/experiments/physics-weight/w<weight> (resumable; a finished run is reused, never
-committed); the results go to experiments/results/physics-weight.md and .json (refused if they exist,
+Runs go to runs/experiments/<term>-weight/w<weight> (resumable; a finished run is reused, never
+committed); the results go to experiments/results/<term>-weight.md and .json (refused if they exist,
 unless --overwrite).
 """
 
@@ -30,6 +33,7 @@ import torch
 
 import common
 from mpimamba import pretrained
+from mpimamba.cli import patch_and_batch
 from mpimamba.demo import demo_pairs
 from mpimamba.eval.metrics import psnr, ssim
 from mpimamba.eval.quantitative import interior_fill, mass_ratio
@@ -41,7 +45,9 @@ from mpimamba.refine import consistency_loss
 from mpimamba.train.config import TrainConfig
 from mpimamba.threads import configure_threads
 
-NAME = "physics-weight"
+# term -> (TrainConfig field of its weight, the results' title)
+TERMS = {"physics": ("physics_weight", "The physics-consistency training term (`--physics-weight`)"),
+         "mass": ("mass_weight", "The local-mass training term (`--mass-weight`)")}
 OUTSIDE = dict(gradient=4.0, spacing_mm=0.5)  # training: 5-12 T/m, 0.2-0.5 mm (G·spacing 1-6: this is 2)
 OUTSIDE_COUNT = 20
 OUTSIDE_ENTROPY = 0x0F15_1C5  # a seed space of its own (the demo's is demo.DEMO_ENTROPY)
@@ -89,44 +95,53 @@ def scored_pairs(protocol) -> dict[str, list]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--term", choices=sorted(TERMS), default="physics")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 1.0])
     p.add_argument("--steps", type=int, default=300, help="phase-2 steps of each fine-tuning")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--mixed-patch", type=patch_and_batch, action="append", default=[], metavar="PxB",
+                   help="batches of B patches of P px taking turns with the 64-px ones (as the shipped model's "
+                        "last stage: 128x2)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=Path, default=common.REPO / "runs/experiments/physics-weight")
+    p.add_argument("--runs", type=Path, help="default runs/experiments/<term>-weight")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
     configure_threads(args.threads)
-    results = common.RESULTS / f"{NAME}.md"
+    name = f"{args.term}-weight"
+    field, title = TERMS[args.term]
+    runs_dir = args.runs or common.REPO / "runs/experiments" / name
+    results = common.RESULTS / f"{name}.md"
     if results.exists() and not args.overwrite:
         raise FileExistsError(f"{results} exists; pass --overwrite to replace it")
     protocol = pretrained.protocol()
     started = time.perf_counter()
     runs = {}
     for w in args.weights:
+        sizes = 1 + len(args.mixed_patch)
         cfg = TrainConfig(protocol=protocol, init=str(pretrained.model_path()), phases=("phase2",),
-                          steps=args.steps, batch=args.batch, lr=args.lr, physics_weight=w, device="cpu",
-                          ckpt_every=50, val_every=args.steps, val_images=8, out=str(args.runs / f"w{w:g}"))
+                          steps=args.steps, batch=args.batch, lr=args.lr, mixed_patches=tuple(args.mixed_patch),
+                          device="cpu", ckpt_every=50 * sizes, val_every=args.steps, val_images=8,
+                          out=str(runs_dir / f"w{w:g}"), **{field: w})
         runs[f"weight {w:g}"] = common.run_training(cfg)
     sets = scored_pairs(protocol)
     models = {"shipped (not fine-tuned)": pretrained.load()}
     models.update({label: load_model(run) for label, run in runs.items()})
     table = {label: {name: score(Restoration(model), pairs) for name, pairs in sets.items()}
              for label, model in models.items()}
-    meta = {"command": " ".join(["python", "experiments/physics_weight.py", *sys.argv[1:]]),
+    mixed = "".join(f", taking turns with batches of {b} at patch {q}" for q, b in args.mixed_patch)
+    meta = {"command": " ".join(["python", "experiments/training_terms.py", *sys.argv[1:]]),
             "git revision": common.git_revision(), "hardware": common._cpu_model(),
-            "fine-tuning": f"phase 2 only from the shipped model, {args.steps} steps, batch {args.batch}, lr "
-                           f"{args.lr}, seed 101, {common.describe(protocol)}",
+            "fine-tuning": f"phase 2 only from the shipped model, {args.steps} steps, batch {args.batch} at patch "
+                           f"64{mixed}, lr {args.lr}, seed 101, {common.describe(protocol)}",
             "wall seconds": f"{time.perf_counter() - started:.0f}"}
-    write_text_atomic(common.RESULTS / f"{NAME}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
-    write_text_atomic(results, render(table, meta))
-    print(render(table, meta))
+    write_text_atomic(common.RESULTS / f"{name}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
+    write_text_atomic(results, render(table, meta, title))
+    print(render(table, meta, title))
 
 
-def render(table: dict, meta: dict) -> str:
-    lines = ["# The physics-consistency training term (`--physics-weight`)", "",
-             "Generated by `experiments/physics_weight.py`; do not edit by hand.", ""]
+def render(table: dict, meta: dict, title: str) -> str:
+    lines = [f"# {title}", "", "Generated by `experiments/training_terms.py`; do not edit by hand.", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     for name in next(iter(table.values())):
         lines += ["", f"## {name}", "",

@@ -1,0 +1,30 @@
+"""Training terms beside each network's own loss, each switched on by its weight in TrainConfig.
+
+The local-mass term (`--mass-weight`): the networks' pixel L1 loss asks for the per-pixel median of what
+the input allows. Where a thin structure's exact position is uncertain (a vessel branch narrower than the
+PSF), the median pixel of a sparse line is lower than its mean, so the branch comes back with too little
+tracer: the shipped v6 returned 0.76 of the vessels' mass on the demo pairs while its blurred output
+agreed with the input within the noise. The term compares the tracer per MASS_BLOCK × MASS_BLOCK block of
+output and target (an L1 on the block means), which a shift inside a block does not change: it asks for
+the right amount of tracer in each neighbourhood, and leaves where exactly it sits to the pixel loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MASS_BLOCK = 8  # pixels per block side: 2 mm at 0.25 mm, about the tangential FWHM at 9 T/m
+
+
+def local_mass_loss(out: torch.Tensor, gt: torch.Tensor, block: int = MASS_BLOCK) -> torch.Tensor:
+    """Mean |block mean of out − block mean of gt| over blocks of `block` px; out, gt (B, C, H, W).
+
+    Blocks at the bottom and right edges that the image does not fill are averaged over the pixels it has
+    (ceil_mode), so every pixel counts for any H, W.
+    """
+    if out.shape != gt.shape or out.ndim != 4:
+        raise ValueError(f"local_mass_loss expects two (B, C, H, W) tensors of one shape, got "
+                         f"{tuple(out.shape)} and {tuple(gt.shape)}")
+    pool = lambda x: F.avg_pool2d(x, block, ceil_mode=True)  # noqa: E731  (B, C, ⌈H/block⌉, ⌈W/block⌉)
+    return (pool(out) - pool(gt)).abs().mean()

@@ -1,0 +1,95 @@
+"""The training terms beside the networks' own losses (mpimamba.train.terms)."""
+
+import csv
+
+import pytest
+import torch
+
+from mpimamba.train.terms import local_mass_loss
+
+
+def test_local_mass_loss_counts_tracer_per_block_not_its_position():
+    gt = torch.zeros(1, 1, 16, 16)
+    gt[..., 2, 1:7] = 1.0  # a thin line inside the top-left 8x8 block
+    moved = torch.zeros_like(gt)
+    moved[..., 5, 1:7] = 1.0  # the same line three rows down, still inside that block
+    assert float(local_mass_loss(gt, gt)) == 0.0
+    assert float(local_mass_loss(moved, gt)) == 0.0  # same tracer per block: nothing to correct
+    assert float(torch.nn.functional.l1_loss(moved, gt)) > 0  # while the pixel loss sees the shift
+    # a line at half its level: that block lacks 6 * 0.5 / 64 of its mean, the other three blocks agree
+    assert float(local_mass_loss(0.5 * gt, gt)) == pytest.approx(6 * 0.5 / 64 / 4)
+    # tracer moved into the next block: both blocks are off by the line's block mean
+    across = torch.zeros_like(gt)
+    across[..., 10, 1:7] = 1.0
+    assert float(local_mass_loss(across, gt)) == pytest.approx(2 * (6 / 64) / 4)
+
+
+def test_local_mass_loss_partial_blocks_and_gradient():
+    # 10x10 with 8-px blocks: four blocks, three of them partial, each averaged over the pixels it has
+    out = torch.ones(2, 1, 10, 10, requires_grad=True)
+    loss = local_mass_loss(out, torch.zeros(2, 1, 10, 10))
+    assert float(loss) == pytest.approx(1.0)
+    loss.backward()
+    # d loss / d pixel = 1 / (blocks in the batch * pixels in the pixel's block)
+    assert float(out.grad[0, 0, 0, 0]) == pytest.approx(1 / (8 * 64))
+    assert float(out.grad[0, 0, 9, 9]) == pytest.approx(1 / (8 * 4))
+    with pytest.raises(ValueError, match="one shape"):
+        local_mass_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 16))
+
+
+def _tiny_training_log(out, *extra) -> list[dict]:
+    """The step rows of log.csv of a 3-step tiny NAFNet run on the simulated stream, with `extra` flags."""
+    from mpimamba.cli import main
+
+    assert main(["train", "--method", "nafnet", "--preset", "tiny", "--synthetic", "--steps", "3", "--batch", "2",
+                 "--patch", "16", "--protocol", "authors-psf", "--canvas", "32", "--device", "cpu",
+                 "--out", str(out), *extra]) == 0
+    with open(out / "log.csv") as f:
+        return [r for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_training_with_the_physics_term(tmp_path):
+    """--physics-weight adds the consistency term to every step's loss (the logged loss changes by the
+    logged term, the weight is stored with the run); a paired folder is refused, it has no geometry."""
+    from mpimamba.train import TrainConfig
+
+    plain = _tiny_training_log(tmp_path / "plain")
+    physics = _tiny_training_log(tmp_path / "physics", "--physics-weight", "1.0")
+    assert len(plain) == len(physics) == 3 and all(r["physics"] == "" for r in plain)
+    # same weights and first batch: the first loss differs by exactly the logged term (weight 1)
+    term = float(physics[0]["physics"])
+    assert term > 0 and float(physics[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + term, rel=1e-4)
+    assert TrainConfig.from_json(tmp_path / "physics" / "config.json").physics_weight == 1.0
+    with pytest.raises(ValueError, match="simulated"):
+        TrainConfig(data=str(tmp_path), physics_weight=0.5)
+
+
+def test_training_with_the_mass_term(tmp_path):
+    """--mass-weight adds the term to every step's loss (the first loss, same weights and batch, differs by
+    exactly the logged term), is stored with the run, and is refused when negative or not finite."""
+    from mpimamba.train import TrainConfig
+
+    plain = _tiny_training_log(tmp_path / "plain")
+    mass = _tiny_training_log(tmp_path / "mass", "--mass-weight", "2.0")
+    assert len(plain) == len(mass) == 3 and all(r["mass"] == "" for r in plain)
+    term = float(mass[0]["mass"])
+    assert term > 0 and float(mass[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + 2.0 * term, rel=1e-4)
+    assert TrainConfig.from_json(tmp_path / "mass" / "config.json").mass_weight == 2.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="mass_weight"):
+            TrainConfig(mass_weight=bad)
+
+
+def test_resumed_log_of_an_older_version_is_padded_to_the_new_columns(tmp_path):
+    """A run begun before the `mass` column existed keeps its rows on resume, each padded to every column."""
+    from mpimamba.train.log import COLUMNS, RunLog
+
+    old = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics")
+    (tmp_path / "log.csv").write_text(",".join(old) + "\nmain,1,0.5,0.001,3.0,,,\nmain,2,0.4,0.001,3.0,,,\n")
+    log = RunLog(tmp_path, ("main",), keep_until=(0, 1))
+    log.write("main", 2, loss=0.3, mass=0.01)
+    log.close()
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(COLUMNS) and all(len(r) == len(COLUMNS) for r in rows)
+    assert [r[1] for r in rows[1:]] == ["1", "2"] and rows[2][COLUMNS.index("mass")] == "0.01"
