@@ -57,26 +57,24 @@ class SyntheticPairs(IterableDataset):
 
 class MixedSizeBatches(IterableDataset):
     """Infinite stream of whole batches that take turns between sizes: (lq, gt) float32 tensors
-    (B, 1, P, P) with (P, B) = `sizes[k % len(sizes)]` for the k-th batch (and each pair's scan geometry
-    (B, 2) with `geometry`), reproducible from `seed`. Size i is simulated from `protocols[i]`. Read it with
+    (B, 1, P, P), the k-th batch simulated from `sizes[k % len(sizes)]` = (protocol, P, B) (and each pair's
+    scan geometry (B, 2) with `geometry`), reproducible from `seed`. Read it with
     `DataLoader(batch_size=None)`; with W workers, worker w yields batches w, w + W, w + 2W, ... of that cycle
     (and the loader deals them out in that order), so the k-th batch has the same size for any worker count
     (with W = len(sizes) each worker simulates one size only, and the largest one sets the pace).
     """
 
-    def __init__(self, protocols: list[Protocol], sizes: list[tuple[int, int]], seed: int = 0, geometry: bool = False):
-        if len(protocols) != len(sizes) or not sizes:
-            raise ValueError(f"MixedSizeBatches: one protocol per (patch, batch) size, got {len(protocols)} "
-                             f"protocol(s) for {len(sizes)} size(s)")
-        self.protocols, self.sizes, self.seed, self.geometry = list(protocols), list(sizes), seed, geometry
+    def __init__(self, sizes: list[tuple[Protocol, int, int]], seed: int = 0, geometry: bool = False):
+        if not sizes:
+            raise ValueError("MixedSizeBatches: needs at least one (protocol, patch, batch) size")
+        self.sizes, self.seed, self.geometry = list(sizes), seed, geometry
 
     def __iter__(self):
         worker = get_worker_info()
         index, stride = (worker.id, worker.num_workers) if worker else (0, 1)
         rng = np.random.default_rng([self.seed, index])
         while True:
-            i = index % len(self.sizes)
-            (patch, batch), protocol = self.sizes[i], self.protocols[i]
+            protocol, patch, batch = self.sizes[index % len(self.sizes)]
             lq, gt, geometry = protocol.patches(rng, patch, batch, geometry=True)
             pair = (torch.from_numpy(lq)[:, None], torch.from_numpy(gt)[:, None])  # (B, P, P) -> (B, 1, P, P)
             yield (*pair, torch.from_numpy(geometry)) if self.geometry else pair

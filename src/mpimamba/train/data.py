@@ -100,14 +100,14 @@ def build_data(cfg) -> TrainData:
     from ..data.synthetic import MixedSizeBatches, SyntheticPairs
 
     protocol = cfg.protocol
-    # the first size on the protocol as it is (checked against the patch by TrainConfig), the others on its
-    # canvas raised to their patch
-    protocols = [protocol, *(protocol.for_patch(patch) for patch, _ in cfg.mixed_patches)]
+    # (protocol, patch, batch) of each size: the first on the protocol as it is (checked against the patch by
+    # TrainConfig), the others on its canvas raised to their patch
+    sizes = [(protocol, cfg.patch, cfg.batch), *((protocol.for_patch(p), p, b) for p, b in cfg.mixed_patches)]
 
     def make(seed: int) -> IterableDataset:
         # one simulated batch per training batch (the PSF model runs as one batched FFT)
         if cfg.mixed_patches:
-            return MixedSizeBatches(protocols, list(cfg.sizes), seed=seed, geometry=cfg.physics_weight > 0)
+            return MixedSizeBatches(sizes, seed=seed, geometry=cfg.physics_weight > 0)
         return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch, geometry=cfg.physics_weight > 0)
 
     # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
