@@ -62,9 +62,12 @@ def _cpu() -> str:
 
 def _schedule(t: dict, seed) -> str:
     mixed = "".join(f" taking turns with batches of {b} at patch {p}" for p, b in t.get("mixed_patches") or [])
+    terms = [f"{t[key]:g} × the {name} term" for key, name in (("physics_weight", "physics-consistency"),
+                                                                ("mass_weight", "local-mass")) if t.get(key)]
+    loss = f", loss: the network's own + {' + '.join(terms)}" if terms else ""
     return (f"batch {t.get('batch')}, patch {t.get('patch')}{mixed}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
             f"steps), weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
-            f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}, seed {seed}")
+            f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}{loss}, seed {seed}")
 
 
 def _log_lines(log: Path, record: dict) -> list[str]:

@@ -284,7 +284,10 @@ def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_pa
     mixed = model_card._training_section({"training": {**polish, "mixed_patches": [[128, 2]]}},
                                          PROTOCOLS["multiscale"], tmp_path)
     assert "8.00 s per step at 64-px batches of 32, 0.50 s per step at 128-px batches of 2 (median)" in mixed
-    assert "taking turns with batches of 2 at patch 128" in mixed
+    assert "taking turns with batches of 2 at patch 128" in mixed and "term" not in mixed
+    # a stage trained with a term beside the network's own loss says so, with its weight
+    weighted = model_card._training_section({"training": {**polish, "mass_weight": 2.0}}, PROTOCOLS["multiscale"], None)
+    assert "loss: the network's own + 2 × the local-mass term" in weighted
     stages = re.findall(r"- Stage '(\w+)': (\d+) steps in (both phases|phase 2 only[^;]*)", text)
     assert [(s, n) for s, n, _ in stages] == [("base", "1700"), ("tune", "2000"), ("polish", "500")]
     assert stages[0][2] == "both phases" and "from the base stage" in stages[1][2] and "from the tune stage" in stages[2][2]
@@ -359,7 +362,8 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
 
     trained.clear()
     monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--polish-mixed-patch", "128x2",
-                                     "--no-install"])
+                                     "--polish-mass-weight", "1.5", "--no-install"])
     default_model.main()
     polish = trained[-1]  # 64-px batches of 8 on `multiscale` as it is, taking turns with 128-px batches of 2
     assert polish.sizes == ((64, 8), (128, 2)) and polish.protocol.canvas == (64, 256)
+    assert polish.mass_weight == 1.5 and trained[-2].mass_weight == 0  # the term in the polish stage only
