@@ -116,9 +116,8 @@ def main() -> None:
         raise FileExistsError(f"{results} exists; pass --overwrite to replace it")
     protocol = pretrained.protocol()
     started = time.perf_counter()
-    runs = {}
+    runs, sizes = {}, 1 + len(args.mixed_patch)
     for w in args.weights:
-        sizes = 1 + len(args.mixed_patch)
         cfg = TrainConfig(protocol=protocol, init=str(pretrained.model_path()), phases=("phase2",),
                           steps=args.steps, batch=args.batch, lr=args.lr, mixed_patches=tuple(args.mixed_patch),
                           device="cpu", ckpt_every=50 * sizes, val_every=args.steps, val_images=8,
@@ -127,17 +126,18 @@ def main() -> None:
     sets = scored_pairs(protocol)
     models = {"shipped (not fine-tuned)": pretrained.load()}
     models.update({label: load_model(run) for label, run in runs.items()})
-    table = {label: {name: score(Restoration(model), pairs) for name, pairs in sets.items()}
+    table = {label: {set_name: score(Restoration(model), pairs) for set_name, pairs in sets.items()}
              for label, model in models.items()}
     mixed = "".join(f", taking turns with batches of {b} at patch {q}" for q, b in args.mixed_patch)
     meta = {"command": " ".join(["python", "experiments/training_terms.py", *sys.argv[1:]]),
             "git revision": common.git_revision(), "hardware": common._cpu_model(),
             "fine-tuning": f"phase 2 only from the shipped model, {args.steps} steps, batch {args.batch} at patch "
-                           f"64{mixed}, lr {args.lr}, seed 101, {common.describe(protocol)}",
+                           f"{cfg.patch}{mixed}, lr {args.lr}, seed {cfg.seed}, {common.describe(protocol)}",
             "wall seconds": f"{time.perf_counter() - started:.0f}"}
     write_text_atomic(common.RESULTS / f"{name}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
-    write_text_atomic(results, render(table, meta, title))
-    print(render(table, meta, title))
+    text = render(table, meta, title)
+    write_text_atomic(results, text)
+    print(text)
 
 
 def render(table: dict, meta: dict, title: str) -> str:
