@@ -227,11 +227,12 @@ def wall_time(runs: dict[str, list[Path]], started: float) -> str:
             f"{len(recorded)} runs that recorded it: {sum(recorded):.0f} s")
 
 
-def check_results(name: str, results: Path, overwrite: bool) -> None:
+def check_results(name: str, results: Path, overwrite: bool, suffixes: tuple[str, ...] = (".md", ".csv")) -> None:
     """Refuse (before any training) to replace a table's results files unless asked to."""
-    existing = [str(p) for p in (results / f"{name}.md", results / f"{name}.csv") if p.exists()]
+    existing = [str(p) for p in (results / f"{name}{suffix}" for suffix in suffixes) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise FileExistsError(f"{', '.join(existing)} {verb}; pass --overwrite to replace {'it' if len(existing) == 1 else 'them'}")
 
 
 def _seeds(row: dict) -> int | str:

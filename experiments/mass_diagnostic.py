@@ -76,16 +76,14 @@ def main() -> None:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
     configure_threads(args.threads)
-    results = common.RESULTS / "mass-diagnostic.md"
-    if results.exists() and not args.overwrite:
-        raise FileExistsError(f"{results} exists; pass --overwrite to replace it")
+    common.check_results("mass-diagnostic", common.RESULTS, args.overwrite, suffixes=(".md",))
     pairs = demo_pairs(per_category=args.per_category, geometry=True)
     rows = diagnose(Restoration(pretrained.load()), pairs)
     meta = {"command": " ".join(["python", "experiments/mass_diagnostic.py", *sys.argv[1:]]),
             "git revision": common.git_revision(), "model": f"the shipped model ({pretrained.model_path().name})",
             "pairs": f"the demo's, {args.per_category} per category (128×128, protocol {pretrained.protocol().name})"}
     text = render(rows, meta)
-    write_text_atomic(results, text)
+    write_text_atomic(common.RESULTS / "mass-diagnostic.md", text)
     print(text)
 
 

@@ -111,9 +111,7 @@ def main() -> None:
     name = f"{args.term}-weight"
     field, title = TERMS[args.term]
     runs_dir = args.runs or common.REPO / "runs/experiments" / name
-    results = common.RESULTS / f"{name}.md"
-    if results.exists() and not args.overwrite:
-        raise FileExistsError(f"{results} exists; pass --overwrite to replace it")
+    common.check_results(name, common.RESULTS, args.overwrite, suffixes=(".md", ".json"))
     protocol = pretrained.protocol()
     started = time.perf_counter()
     runs, sizes = {}, 1 + len(args.mixed_patch)
@@ -136,7 +134,7 @@ def main() -> None:
             "wall seconds": f"{time.perf_counter() - started:.0f}"}
     write_text_atomic(common.RESULTS / f"{name}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
     text = render(table, meta, title)
-    write_text_atomic(results, text)
+    write_text_atomic(common.RESULTS / f"{name}.md", text)
     print(text)
 
 
