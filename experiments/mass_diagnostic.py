@@ -10,6 +10,13 @@ a better prior (training) can reduce it; neither the physics term nor `calibrate
 output's residual is clearly above the target's, the input holds what the network missed. The table
 also gives the mass ratio after `calibrate --physics` (`refine.refine`, 100 iterations).
 
+The last columns ask where the mass error comes from. Blur conserves mass, so the input's own mass (net of
+its background offset b, from the target's best fit) fixes the target's mass up to the pair's normalisation;
+both images are divided by their maximum, so that ratio, target/input, varies with how far the blur lowers
+the peak. Its spread within a category (coefficient of variation) is what a network must infer from the
+image; an output/input spread well above it, uncorrelated with the target's, means the output's error is its
+peak-to-mass balance, not a loss of mass in the blur.
+
 Writes results/mass-diagnostic.md (kept unless --overwrite).
 """
 
@@ -19,6 +26,7 @@ import argparse
 import sys
 
 import numpy as np
+import torch
 
 import common
 from mpimamba import pretrained
@@ -26,7 +34,7 @@ from mpimamba.demo import demo_pairs
 from mpimamba.eval.quantitative import mass_ratio
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import Restoration
-from mpimamba.refine import ScanGeometry, noise_sigma, refine, residual_rms
+from mpimamba.refine import Forward, ScanGeometry, best_fit, noise_sigma, refine, residual_rms
 from mpimamba.threads import configure_threads
 
 TOLERANCE = 1.1  # output residual <= 1.1 x the target's: the input does not tell them apart
@@ -39,10 +47,23 @@ def diagnose(restore: Restoration, pairs) -> list[dict]:
         geometry = ScanGeometry(scan, blur / SPACING, SPACING)
         out = restore(lq)
         refined = refine(out, lq, geometry).image
+        net_input = float((lq - _target_offset(gt, lq, geometry)).sum())  # the input's mass above its background
         rows.append(dict(name=f"{category}-{index}", category=category, mass=mass_ratio(out, gt),
+                         target_per_input=float(gt.sum()) / net_input, output_per_input=float(out.sum()) / net_input,
                          mass_refined=mass_ratio(refined, gt), noise=noise_sigma(lq),
                          residual_out=residual_rms(out, lq, geometry), residual_target=residual_rms(gt, lq, geometry)))
     return rows
+
+
+def _target_offset(gt: np.ndarray, lq: np.ndarray, geometry: ScanGeometry) -> float:
+    """b of the target's best fit s·A(gt) + b ≈ lq: the input's background offset."""
+    y = torch.as_tensor(np.asarray(lq, np.float32))
+    return best_fit(Forward(tuple(y.shape), geometry)(torch.as_tensor(np.asarray(gt, np.float32))), y)[1]
+
+
+def _spread(values: list[float]) -> str:
+    """Coefficient of variation."""
+    return f"{np.std(values) / np.mean(values):.2f}"
 
 
 def render(rows: list[dict], meta: dict) -> str:
@@ -52,7 +73,8 @@ def render(rows: list[dict], meta: dict) -> str:
     lines += ["", f"Indistinguishable: the output's residual is within {TOLERANCE}× the target's (the input cannot "
               "tell them apart). Residuals in units of the input's noise σ.", "",
               "| category | images | mass ratio | after `--physics` | indistinguishable | their mass ratio | "
-              "the others' mass ratio | residual/σ output | residual/σ target |", "|---|---|---|---|---|---|---|---|---|"]
+              "the others' mass ratio | residual/σ output | residual/σ target | target/input spread | output/input spread | "
+              "their correlation |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     mean = lambda values: f"{np.mean(values):.2f}" if len(values) else "–"  # noqa: E731
     for category in sorted({r["category"] for r in rows}):
         group = [r for r in rows if r["category"] == category]
@@ -61,7 +83,9 @@ def render(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {category} | {len(group)} | {mean([r['mass'] for r in group])} | "
                      f"{mean([r['mass_refined'] for r in group])} | {len(same)} | {mean([r['mass'] for r in same])} | "
                      f"{mean([r['mass'] for r in other])} | {mean([r['residual_out'] / r['noise'] for r in group])} | "
-                     f"{mean([r['residual_target'] / r['noise'] for r in group])} |")
+                     f"{mean([r['residual_target'] / r['noise'] for r in group])} | "
+                     f"{_spread([r['target_per_input'] for r in group])} | {_spread([r['output_per_input'] for r in group])} | "
+                     f"{np.corrcoef(np.log([r['target_per_input'] for r in group]), np.log([r['output_per_input'] for r in group]))[0, 1]:.2f} |")
     lines += ["", "Per image:", "", "| image | mass ratio | after `--physics` | residual/σ output | residual/σ target |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['mass']:.2f} | {r['mass_refined']:.2f} | {r['residual_out'] / r['noise']:.2f} | "
