@@ -146,9 +146,10 @@ def test_calibrate_without_shipped_model_says_so(tmp_path, rng, monkeypatch, cap
     assert "shipped model" in capsys.readouterr().err
 
 
-def test_evaluate_scores_exactly_what_calibrate_writes(tmp_path, rng):
+@pytest.mark.parametrize("flags", [[], ["--flip-average"]])
+def test_evaluate_scores_exactly_what_calibrate_writes(tmp_path, rng, flags):
     """Inputs not max-normalised (peak 0.37): evaluate's per-image PSNR equals scikit-image's PSNR of the
-    files calibrate writes from the same model and inputs (issue 14)."""
+    files calibrate writes from the same model and inputs (issue 14), with and without flip averaging."""
     root = tmp_path / "data"
     for name in ("p0", "p1", "p2"):
         gt = blobs(rng, (40, 44))
@@ -156,10 +157,10 @@ def test_evaluate_scores_exactly_what_calibrate_writes(tmp_path, rng):
         write_image(root / "test" / "gt" / f"{name}.tif", gt)
         write_image(root / "test" / "lq" / f"{name}.tif", lq)
     model_path = checkpoint(tmp_path / "m" / "model", "nafnet", seed=4)
-    common = ["--model", str(model_path), "--device", "cpu", "--tile", "32", "--overlap", "8"]
+    common = ["--model", str(model_path), "--device", "cpu", "--tile", "32", "--overlap", "8", *flags]
     assert main(["calibrate", str(root / "test" / "lq"), "-o", str(tmp_path / "out"), *common]) == 0
     assert main(["evaluate", str(model_path), "--data", str(root), "--out", str(tmp_path / "report"),
-                 "--device", "cpu", "--tile", "32", "--overlap", "8", "--no-figures"]) == 0
+                 "--device", "cpu", "--tile", "32", "--overlap", "8", *flags, "--no-figures"]) == 0
     scored = {r["image"]: float(r["psnr"]) for r in read_csv(tmp_path / "report" / "scores.csv") if r["model"] != "input"}
     for name, value in scored.items():
         written = read_image(tmp_path / "out" / f"{name}.tif")

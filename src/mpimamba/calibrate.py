@@ -134,12 +134,14 @@ def calibrate(
     slice_axis: int = 0,
     physics: ScanGeometry | None = None,
     physics_iterations: int = 100,
+    flip_average: bool = False,
 ) -> list[Written]:
     """Restore every input image (see the module docstring for paths, scaling and stacks); return what
     was written: each file's path and the number of its pixels clipped to the input's dtype.
 
     `physics` (the scan's drive axis, gradient and pixel spacing) adds the physics-consistency refinement of
     `mpimamba.refine` after the network, at most `physics_iterations` steps per image (or slice).
+    `flip_average` averages the restorations of each image's mirror images (`infer.Restoration`).
     `skip_existing` leaves outputs that exist as they are and restores the rest (to continue an interrupted
     run). An input that cannot be read or restored is skipped; the others are still written, and
     `PartialCalibration` lists the failures at the end. Clipped pixels are reported, one line per file.
@@ -152,11 +154,11 @@ def calibrate(
         raise ValueError(f"--physics-iterations must be at least 1, got {physics_iterations}")
     with folder_lock(out, "output"):  # one calibrate at a time writes into OUT
         return _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
-                          slice_axis, physics, physics_iterations)
+                          slice_axis, physics, physics_iterations, flip_average)
 
 
 def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normalise, skip_existing,
-               slice_axis, physics, physics_iterations) -> list[Written]:
+               slice_axis, physics, physics_iterations, flip_average) -> list[Written]:
     pairs = plan_outputs(inputs, out)
     existing = [str(dst) for _, dst in pairs if dst.exists()]
     if existing and not (overwrite or skip_existing):
@@ -167,7 +169,8 @@ def _calibrate(inputs, out, model_path, tile, overlap, device, overwrite, normal
         pairs = [(src, dst) for src, dst in pairs if not dst.exists()]
     device = resolve_device(device)
     model = load_model(model_path or pretrained.model_path(), map_location=device)
-    restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device)
+    restoration = Restoration(model, normalise=normalise, tile=tile, overlap=overlap, device=device,
+                              flip_average=flip_average)
     if physics is not None:
         restoration = RefinedRestoration(restoration, physics, physics_iterations)
     written, failed = [], []

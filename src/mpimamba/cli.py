@@ -261,7 +261,14 @@ def _add_restoration_options(p) -> None:
                         "none: feed it as it is (values outside [0, 1] are refused)")
     p.add_argument("--tile", type=int, default=256, help="tile size for images larger than this (default 256)")
     p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
+    _add_flip_average(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _add_flip_average(p) -> None:
+    p.add_argument("--flip-average", action="store_true",
+                   help="average the restorations of each image and its mirror images along x, z and both "
+                        "(valid because the x-space PSF is mirror-symmetric along each axis; 4x the time)")
 
 
 def _add_evaluate(sub) -> None:
@@ -291,7 +298,7 @@ def _run_evaluate(args) -> None:
             raise CLIError(f"--label expects NAME=PATH, got {item!r}")
         labels[path] = name
     evaluate(args.models, args.data, split=args.split, out=args.out, convention=args.convention, tile=args.tile,
-             overlap=args.overlap, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+             overlap=args.overlap, flip_average=args.flip_average, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
              figures=args.figures, labels=labels)
     print((args.out / "table.md").read_text(), end="")
     print(f"report written to {args.out}")
@@ -347,7 +354,7 @@ def _run_calibrate(args) -> None:
         given = ", ".join(flag for flag, value in scan.items() if value is not None)
         raise CLIError(f"{given}: these describe the scan for --physics; add --physics")
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
-                        normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+                        flip_average=args.flip_average, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
                         skip_existing=args.skip_existing, slice_axis=args.slice_axis, physics=geometry,
                         physics_iterations=args.physics_iterations or 100)
     clipped = sum(1 for w in written if w.clipped)
@@ -362,6 +369,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--model", type=Path, default=None, help="a checkpoint instead of the shipped model")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files")
     p.add_argument("--per-category", type=int, default=2, help="pairs per phantom category (default 2)")
+    _add_flip_average(p)
     p.set_defaults(run=_run_demo)
 
 
@@ -370,7 +378,8 @@ def _run_demo(args) -> None:
 
     if args.per_category < 1:
         raise CLIError(f"--per-category must be at least 1, got {args.per_category}")
-    mean = run_demo(args.out, args.model, overwrite=args.overwrite, per_category=args.per_category)
+    mean = run_demo(args.out, args.model, overwrite=args.overwrite, per_category=args.per_category,
+                    flip_average=args.flip_average)
     print(
         f"PSNR {mean['psnr_in']:.2f} -> {mean['psnr_out']:.2f} dB, SSIM {mean['ssim_in']:.3f} -> "
         f"{mean['ssim_out']:.3f}, nRMSE {mean['nrmse_in']:.4f} -> {mean['nrmse_out']:.4f}"

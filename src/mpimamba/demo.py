@@ -120,8 +120,9 @@ def score_pairs(restoration, pairs) -> tuple[list[dict], list[tuple]]:
 
 
 def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: bool = False,
-             per_category: int = PER_CATEGORY) -> dict:
-    """Write OUT/demo.png and OUT/metrics.md; return the mean scores."""
+             per_category: int = PER_CATEGORY, flip_average: bool = False) -> dict:
+    """Write OUT/demo.png and OUT/metrics.md; return the mean scores. `flip_average`: restore as
+    `calibrate --flip-average` does."""
     from .eval.figures import save_rows
     from .fileutil import write_text_atomic
     from .infer import Restoration
@@ -133,7 +134,8 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     model_path = Path(model_path) if model_path is not None else pretrained.model_path()
-    restoration = Restoration(load_model(model_path))  # the path calibrate writes and evaluate scores
+    # the path calibrate writes and evaluate scores
+    restoration = Restoration(load_model(model_path), flip_average=flip_average)
     protocol = pretrained.protocol(model_path.with_suffix(".json"))  # the pairs of the model's own training
 
     rows, figure_rows = score_pairs(restoration, demo_pairs(per_category=per_category, protocol=protocol))
@@ -142,7 +144,7 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     header = (
         f"# mpimamba demo\n\nModel: `{model_path}`. {len(rows)} simulated pairs ({DEMO_SIZE}×{DEMO_SIZE}, "
         f"{per_category} per phantom category, protocol `{protocol.name}`: {protocol.describe()}; seeds never "
-        "used in training), scored against the phantom "
+        f"used in training){', restored with flip averaging' if flip_average else ''}, scored against the phantom "
         "(PSNR/SSIM with data range 1, nRMSE = RMSE / range of the target).\n\n"
     )
     save_rows(out / "demo.png", figure_rows, overwrite=overwrite)

@@ -284,15 +284,17 @@ def evaluate(
     figures: bool = True,
     normalise: str = "max",
     labels: dict[str, str] | None = None,
+    flip_average: bool = False,
 ) -> list[dict]:
-    """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table."""
+    """Score every checkpoint in `models` on `data_root/split`; write the report to `out`; return the table.
+    `flip_average`: restore as `calibrate --flip-average` does (`infer.Restoration`)."""
     with folder_lock(out, "report folder"):
         return _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
-                         normalise, labels)
+                         normalise, labels, flip_average)
 
 
 def _evaluate(models, data_root, split, out, convention, tile, overlap, device, overwrite, figures,
-              normalise, labels) -> list[dict]:
+              normalise, labels, flip_average) -> list[dict]:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     if not models:
@@ -327,7 +329,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
 
     # every model is loaded once and every pair read once: each image goes through all models in turn
     restorations = [Restoration(load_model(c.path, map_location=device), normalise=normalise, tile=tile,
-                                overlap=overlap, device=device) for c in checkpoints]
+                                overlap=overlap, device=device, flip_average=flip_average) for c in checkpoints]
     bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
     for i, name in enumerate(dataset.names):
         lq, gt = dataset.read_pair(i)
