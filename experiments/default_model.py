@@ -117,8 +117,7 @@ def _installed_stages() -> dict[str, dict]:
     A v3 record (base + tune, before stages were named) is a tune stage's output; a later one names its stage
     and lists the earlier ones in `stage_order` (a v4 record without that key: base, tune)."""
     training = json.loads(pretrained.model_path().with_suffix(".json").read_text()).get("training", {})
-    stage = training.get("stage", "tune")
-    order = training.get("stage_order", ["base", "tune"] if stage != "tune" else ["base"])
+    order, stage = pretrained.recorded_stages(training)
     missing = [name for name in order if name not in training]
     if stage != "tune" and not stage.startswith("polish") or missing:
         raise ValueError(f"--after-shipped: the installed model is not a tune or polish stage's output with its "

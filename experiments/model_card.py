@@ -97,15 +97,14 @@ def _log_lines(log: Path, record: dict) -> list[str]:
 
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
     t = meta.get("training", {})
-    # a staged recipe records its earlier stages under their names, in training order in "stage_order", and
-    # the installed one at the top level (named by "stage"; a v3 record, base + tune, predates both keys)
-    earlier = t.get("stage_order") or [name for name in ("base", "tune") if name in t]
+    order, stage = pretrained.recorded_stages(t)
+    earlier = [name for name in order if name in t]  # a record without its earlier stages lists none
     lines = [
         "## Training",
         f"- Recipe: `.venv/bin/python {pretrained.RECIPE}` (one command; rerun it to continue an interrupted run).",
     ]
     stages = [(name, t[name], Protocol.from_dict(t[name]["protocol"])) for name in earlier]
-    stages.append((t.get("stage", "tune" if earlier else None), t, protocol))
+    stages.append((stage if earlier or "stage" in t else None, t, protocol))
     for i, (stage, record, stage_protocol) in enumerate(stages):
         steps = record.get("steps", record.get("steps_per_phase"))
         phases = record.get("phases") or ["phase1", "phase2"]
@@ -201,8 +200,7 @@ def _flip_section(model, protocol: Protocol, plain: dict) -> str:
     flipped = metrics_table(rows)[1]
     categories = sorted({r["category"] for r in rows})
     mass = ", ".join(f"{c} {plain[f'mass_ratio_{c}']:.2f} → {flipped[f'mass_ratio_{c}']:.2f}" for c in categories)
-    return ("## Flip averaging
-"
+    return ("## Flip averaging\n"
             "`--flip-average` (calibrate, evaluate and demo alike) restores each image and its mirror images along x, "
             "along z and along both, mirrors the four restorations back and averages them: the x-space PSF is even in "
             "each coordinate, so a mirrored image is an input of the same physics. It costs 4× the time and is off by "

@@ -53,6 +53,17 @@ def protocol(model_json: Path | None = None) -> Protocol:
         return FIRST_PROTOCOL
 
 
+def recorded_stages(training: dict) -> tuple[list[str], str]:
+    """(earlier stages in training order, the installed stage's own name) of a model JSON's training record.
+
+    A staged recipe records its earlier stages under their names, in training order in "stage_order", and the
+    installed stage's settings at the top level, named by "stage". Older records: a v4 one (a polish stage
+    before "stage_order") came after base and tune; a v3 one (base + tune, before stages were named) is a
+    tune stage's output after base. The names listed are not checked against the record's keys."""
+    stage = training.get("stage", "tune")
+    return list(training.get("stage_order", ["base", "tune"] if stage != "tune" else ["base"])), stage
+
+
 def install(run: Path, training: dict) -> Path:
     """Copy RUN/model.safetensors into the package and write its JSON with the `training` record added.
 
