@@ -10,12 +10,13 @@ a better prior (training) can reduce it; neither the physics term nor `calibrate
 output's residual is clearly above the target's, the input holds what the network missed. The table
 also gives the mass ratio after `calibrate --physics` (`refine.refine`, 100 iterations).
 
-The last columns ask where the mass error comes from. Blur conserves mass, so the input's own mass (net of
-its background offset b, from the target's best fit) fixes the target's mass up to the pair's normalisation;
-both images are divided by their maximum, so that ratio, target/input, varies with how far the blur lowers
-the peak. Its spread within a category (coefficient of variation) is what a network must infer from the
-image; an output/input spread well above it, uncorrelated with the target's, means the output's error is its
-peak-to-mass balance, not a loss of mass in the blur.
+The last columns ask where the mass error comes from. The input's net mass (net of its background offset b,
+from the target's best fit) is what the blur left inside the field of view: the PSF here is scaled to 1 at
+its centre and its tangential tail leaves the field, so the ratio target/input varies with the phantom's
+size and position and the scan geometry, and (both images being divided by their maximum) with how far the
+blur lowers the peak. Its spread within a category (coefficient of variation) is what a network must infer
+from the image; an output/input spread well above it, weakly correlated with the target's (log-log), means
+the output's error is its peak-to-mass balance rather than what the input holds.
 
 Writes results/mass-diagnostic.md (kept unless --overwrite).
 """
@@ -62,8 +63,12 @@ def _target_offset(gt: np.ndarray, lq: np.ndarray, geometry: ScanGeometry) -> fl
 
 
 def _spread(values: list[float]) -> str:
-    """Coefficient of variation."""
-    return f"{np.std(values) / np.mean(values):.2f}"
+    """Coefficient of variation ("–" for fewer than two images)."""
+    return f"{np.std(values) / np.mean(values):.2f}" if len(values) > 1 else "–"
+
+
+def _log_correlation(a: list[float], b: list[float]) -> str:
+    return f"{np.corrcoef(np.log(a), np.log(b))[0, 1]:.2f}" if len(a) > 1 else "–"
 
 
 def render(rows: list[dict], meta: dict) -> str:
@@ -74,7 +79,7 @@ def render(rows: list[dict], meta: dict) -> str:
               "tell them apart). Residuals in units of the input's noise σ.", "",
               "| category | images | mass ratio | after `--physics` | indistinguishable | their mass ratio | "
               "the others' mass ratio | residual/σ output | residual/σ target | target/input spread | output/input spread | "
-              "their correlation |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "log-correlation of the two |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     mean = lambda values: f"{np.mean(values):.2f}" if len(values) else "–"  # noqa: E731
     for category in sorted({r["category"] for r in rows}):
         group = [r for r in rows if r["category"] == category]
@@ -85,7 +90,7 @@ def render(rows: list[dict], meta: dict) -> str:
                      f"{mean([r['mass'] for r in other])} | {mean([r['residual_out'] / r['noise'] for r in group])} | "
                      f"{mean([r['residual_target'] / r['noise'] for r in group])} | "
                      f"{_spread([r['target_per_input'] for r in group])} | {_spread([r['output_per_input'] for r in group])} | "
-                     f"{np.corrcoef(np.log([r['target_per_input'] for r in group]), np.log([r['output_per_input'] for r in group]))[0, 1]:.2f} |")
+                     f"{_log_correlation([r['target_per_input'] for r in group], [r['output_per_input'] for r in group])} |")
     lines += ["", "Per image:", "", "| image | mass ratio | after `--physics` | residual/σ output | residual/σ target |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['mass']:.2f} | {r['mass_refined']:.2f} | {r['residual_out'] / r['noise']:.2f} | "

@@ -11,6 +11,7 @@ What it measures (a few minutes on a 2-core CPU):
   category; `--compare NAME` adds the same means on another protocol's demo pairs;
 - the resolution chart (`eval.resolution`) at several scan settings, inside and outside the training ranges;
 - what the non-negative clamp costs (the raw network output against the clamped one);
+- what flip averaging (`--flip-average`) gives on the demo pairs;
 - the physics-consistency refinement (`mpimamba.refine`) on fixed-geometry pairs, in and out of range.
 The training section comes from the model's JSON record and, with `--run`, from the run's log.csv.
 """
@@ -97,14 +98,17 @@ def _log_lines(log: Path, record: dict) -> list[str]:
 
 def _training_section(meta: dict, protocol: Protocol, run: Path | None) -> str:
     t = meta.get("training", {})
-    order, stage = pretrained.recorded_stages(t)
-    earlier = [name for name in order if name in t]  # a record without its earlier stages lists none
+    order, installed = pretrained.recorded_stages(t)
+    missing = [name for name in order if name not in t]
+    if "stage_order" in t and missing:
+        raise ValueError(f"the model's training record lists stages it does not hold: {', '.join(missing)}")
+    earlier = [name for name in order if name in t]  # v1/v2 records (before stages were recorded) hold none
     lines = [
         "## Training",
         f"- Recipe: `.venv/bin/python {pretrained.RECIPE}` (one command; rerun it to continue an interrupted run).",
     ]
     stages = [(name, t[name], Protocol.from_dict(t[name]["protocol"])) for name in earlier]
-    stages.append((stage if earlier or "stage" in t else None, t, protocol))
+    stages.append((installed if earlier or "stage" in t else None, t, protocol))
     for i, (stage, record, stage_protocol) in enumerate(stages):
         steps = record.get("steps", record.get("steps_per_phase"))
         phases = record.get("phases") or ["phase1", "phase2"]

@@ -166,6 +166,10 @@ def test_evaluate_scores_exactly_what_calibrate_writes(tmp_path, rng, flags):
         written = read_image(tmp_path / "out" / f"{name}.tif")
         gt = read_image(root / "test" / "gt" / f"{name}.tif")
         assert value == pytest.approx(peak_signal_noise_ratio(gt, written, data_range=1.0), abs=1e-4)
+    # the flag reached both: what was written is the flip-averaged restoration (or the plain one without it)
+    restoration = Restoration(load_model(model_path), tile=32, overlap=8, flip_average=bool(flags))
+    lq = read_image(root / "test" / "lq" / "p0.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "out" / "p0.tif"), restoration(lq), atol=1e-6)
 
 
 def test_restoration_rules(rng):

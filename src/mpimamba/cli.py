@@ -268,7 +268,8 @@ def _add_restoration_options(p) -> None:
 def _add_flip_average(p) -> None:
     p.add_argument("--flip-average", action="store_true",
                    help="average the restorations of each image and its mirror images along x, z and both "
-                        "(valid because the x-space PSF is mirror-symmetric along each axis; 4x the time)")
+                        "(the simulated x-space PSF is mirror-symmetric along each axis; relaxation on a scanner "
+                        "breaks that slightly along the drive axis; 4x the time)")
 
 
 def _add_evaluate(sub) -> None:
@@ -298,8 +299,8 @@ def _run_evaluate(args) -> None:
             raise CLIError(f"--label expects NAME=PATH, got {item!r}")
         labels[path] = name
     evaluate(args.models, args.data, split=args.split, out=args.out, convention=args.convention, tile=args.tile,
-             overlap=args.overlap, flip_average=args.flip_average, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
-             figures=args.figures, labels=labels)
+             overlap=args.overlap, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+             figures=args.figures, labels=labels, flip_average=args.flip_average)
     print((args.out / "table.md").read_text(), end="")
     print(f"report written to {args.out}")
 
@@ -354,9 +355,9 @@ def _run_calibrate(args) -> None:
         given = ", ".join(flag for flag, value in scan.items() if value is not None)
         raise CLIError(f"{given}: these describe the scan for --physics; add --physics")
     written = calibrate(args.inputs, args.out, model_path=args.model, tile=args.tile, overlap=args.overlap,
-                        flip_average=args.flip_average, normalise=args.normalise, device=args.device, overwrite=args.overwrite,
+                        normalise=args.normalise, device=args.device, overwrite=args.overwrite,
                         skip_existing=args.skip_existing, slice_axis=args.slice_axis, physics=geometry,
-                        physics_iterations=args.physics_iterations or 100)
+                        physics_iterations=args.physics_iterations or 100, flip_average=args.flip_average)
     clipped = sum(1 for w in written if w.clipped)
     note = f" ({clipped} with clipped pixels, listed above)" if clipped else ""
     print(f"{len(written)} image(s) written to {args.out}{note}")

@@ -16,7 +16,9 @@ exactly what `calibrate` would write for the same model and input:
   and of its mirror images along x, along z and along both, each mirrored back. The x-space PSF is even in
   each coordinate separately (h(x, z) = h(−x, z) = h(x, −z): the normal and tangential envelopes depend on
   x² and z² only), so a mirrored input is an input of the same physics, and the average of the four
-  restorations cancels part of the network's own errors (a self-ensemble). It costs 4× the time; the gain
+  restorations cancels part of the network's own errors (a self-ensemble). The symmetry is exact for the
+  simulator's PSF; on a scanner, particle relaxation skews the PSF along the drive axis of a one-directional
+  scan, so there a mirrored image is only approximately of the same physics. It costs 4× the time; the gain
   on the demo's pairs is in the model card. Off by default so that the benchmark tables, which score every
   method without it, stay comparable with what `evaluate` gives unless asked.
 

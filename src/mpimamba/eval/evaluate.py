@@ -206,10 +206,11 @@ def summarise(per_image: list[dict], key: tuple[str, ...] = ("label",)) -> list[
     return table
 
 
-def _markdown(table: list[dict], convention: str, split: str) -> str:
+def _markdown(table: list[dict], convention: str, split: str, flip_average: bool = False) -> str:
+    restored = " Restored with flip averaging (`--flip-average`)." if flip_average else ""
     lines = [
         f"Split: {split}. Metrics: {convention} convention (`mpimamba.eval.metrics`). Mean over test images; "
-        "± = standard deviation over checkpoints (seeds) sharing a method label.",
+        f"± = standard deviation over checkpoints (seeds) sharing a method label.{restored}",
         "",
         "| Method | PSNR (dB) ↑ | SSIM ↑ | nRMSE ↓ | checkpoints | images |",
         "|---|---|---|---|---|---|",
@@ -367,7 +368,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
         for c in resolution.COLUMNS:
             row[c] = finite_mean([r[c] for r in measured]) if measured else float("nan")
     write_text_atomic(out / "table.csv", _csv(table, list(table[0])))
-    write_text_atomic(out / "table.md", _markdown(table, convention, split))
+    write_text_atomic(out / "table.md", _markdown(table, convention, split, flip_average))
     if chart is not None:
         setting = chart.setting
         res_rows = [{"model": name, "label": r["label"], "scan": setting.scan, "gradient_t_per_m": setting.gradient,
