@@ -66,8 +66,9 @@ def _schedule(t: dict, seed) -> str:
     terms = [f"{t[key]:g} × the {name} term" for key, name in (("physics_weight", "physics-consistency"),
                                                                 ("mass_weight", "local-mass")) if t.get(key)]
     loss = f", loss: the network's own + {' + '.join(terms)}" if terms else ""
+    warmup = f"a linear warmup over {t['warmup_steps']} steps, " if t.get("warmup_steps") else ""
     return (f"batch {t.get('batch')}, patch {t.get('patch')}{mixed}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
-            f"steps), weight decay {t.get('weight_decay', 1e-4)}, constant for half of each phase then cosine to "
+            f"steps), weight decay {t.get('weight_decay', 1e-4)}, {warmup}constant for half of each phase then cosine to "
             f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}{loss}, seed {seed}")
 
 

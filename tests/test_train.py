@@ -73,6 +73,18 @@ def test_schedule_is_constant_then_cosine():
     assert all(f(s) >= f(s + 1) for s in range(100))
 
 
+def test_warmup_rises_linearly_to_the_schedule():
+    f = ConstantThenCosine(total=100, constant_fraction=0.5, min_ratio=0.01, warmup=10)
+    assert [f(s) for s in (0, 4, 9, 10, 49)] == pytest.approx([0.1, 0.5, 1.0, 1.0, 1.0])
+    # a warmup reaching into the cosine scales the cosine's value, never above it
+    g, plain = ConstantThenCosine(100, 0.0, 0.01, warmup=20), ConstantThenCosine(100, 0.0, 0.01)
+    assert g(9) == pytest.approx(0.5 * plain(9)) and g(20) == plain(20)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=10, warmup_steps=-1)
+
+
 def test_config_json_round_trip_and_unknown_keys(tmp_path):
     cfg = config(tmp_path, overrides={"width": 4}, betas=(0.8, 0.9))
     assert TrainConfig.from_json(cfg.to_json()) == cfg

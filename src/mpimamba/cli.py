@@ -166,6 +166,9 @@ def _add_train(sub) -> None:
                         "(repeatable; --synthetic only; P above the protocol's smallest canvas raises it), e.g. "
                         "--patch 64 --batch 8 --mixed-patch 128x2")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, dest="warmup_steps",
+                   help="first steps of each phase with the lr rising linearly to its peak (default 0; "
+                        "for fine-tuning, e.g. 50)")
     p.add_argument("--seed", type=int)
     p.add_argument("--val-every", type=int, dest="val_every", help="validate every K steps")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every", help="write RUN/checkpoint.pt every K steps")
@@ -219,7 +222,7 @@ def _run_train(args) -> None:
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
-                                           "label", "device", "workers", "mixed_patches")}
+                                           "warmup_steps", "label", "device", "workers", "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

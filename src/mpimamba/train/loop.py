@@ -160,12 +160,18 @@ class _Checkpoints:
 
 
 class ConstantThenCosine:
-    """lr multiplier at a step: 1 for the first `constant_fraction` of `total`, then a cosine to `min_ratio`."""
+    """lr multiplier at a step: 1 for the first `constant_fraction` of `total`, then a cosine to `min_ratio`;
+    over the first `warmup` steps it rises linearly, (step + 1) / warmup, to the value it would have."""
 
-    def __init__(self, total: int, constant_fraction: float, min_ratio: float):
+    def __init__(self, total: int, constant_fraction: float, min_ratio: float, warmup: int = 0):
         self.total, self.constant_fraction, self.min_ratio = total, constant_fraction, min_ratio
+        self.warmup = warmup
 
     def __call__(self, step: int) -> float:
+        ramp = (step + 1) / self.warmup if step < self.warmup else 1.0
+        return ramp * self._plateau_then_cosine(step)
+
+    def _plateau_then_cosine(self, step: int) -> float:
         flat = int(self.total * self.constant_fraction)
         if step < flat:
             return 1.0
@@ -482,7 +488,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
     net = distributed.wrap(PhaseLoss(model, phase), ctx, find_unused=len(model.phases) > 1)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, ConstantThenCosine(cfg.steps, cfg.constant_fraction, cfg.min_lr / cfg.lr))
+        opt, ConstantThenCosine(cfg.steps, cfg.constant_fraction, cfg.min_lr / cfg.lr, cfg.warmup_steps))
     start = 0
     if resume_state is not None:
         opt.load_state_dict(resume_state["optimizer"])
