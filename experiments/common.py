@@ -231,8 +231,8 @@ def check_results(name: str, results: Path, overwrite: bool, suffixes: tuple[str
     """Refuse (before any training) to replace a table's results files unless asked to."""
     existing = [str(p) for p in (results / f"{name}{suffix}" for suffix in suffixes) if p.exists()]
     if existing and not overwrite:
-        verb = "exists" if len(existing) == 1 else "exist"
-        raise FileExistsError(f"{', '.join(existing)} {verb}; pass --overwrite to replace {'it' if len(existing) == 1 else 'them'}")
+        verb, them = ("exists", "it") if len(existing) == 1 else ("exist", "them")
+        raise FileExistsError(f"{', '.join(existing)} {verb}; pass --overwrite to replace {them}")
 
 
 def _seeds(row: dict) -> int | str:

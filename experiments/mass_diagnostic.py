@@ -27,7 +27,6 @@ import argparse
 import sys
 
 import numpy as np
-import torch
 
 import common
 from mpimamba import pretrained
@@ -35,7 +34,7 @@ from mpimamba.demo import demo_pairs
 from mpimamba.eval.quantitative import mass_ratio
 from mpimamba.fileutil import write_text_atomic
 from mpimamba.infer import Restoration
-from mpimamba.refine import Forward, ScanGeometry, best_fit, noise_sigma, refine, residual_rms
+from mpimamba.refine import ScanGeometry, fit_to_input, noise_sigma, refine, residual_rms
 from mpimamba.threads import configure_threads
 
 TOLERANCE = 1.1  # output residual <= 1.1 x the target's: the input does not tell them apart
@@ -48,18 +47,13 @@ def diagnose(restore: Restoration, pairs) -> list[dict]:
         geometry = ScanGeometry(scan, blur / SPACING, SPACING)
         out = restore(lq)
         refined = refine(out, lq, geometry).image
-        net_input = float((lq - _target_offset(gt, lq, geometry)).sum())  # the input's mass above its background
+        _, background, residual_target = fit_to_input(gt, lq, geometry)
+        net_input = float((lq - background).sum())  # the input's mass above its background offset
         rows.append(dict(name=f"{category}-{index}", category=category, mass=mass_ratio(out, gt),
                          target_per_input=float(gt.sum()) / net_input, output_per_input=float(out.sum()) / net_input,
                          mass_refined=mass_ratio(refined, gt), noise=noise_sigma(lq),
-                         residual_out=residual_rms(out, lq, geometry), residual_target=residual_rms(gt, lq, geometry)))
+                         residual_out=residual_rms(out, lq, geometry), residual_target=residual_target))
     return rows
-
-
-def _target_offset(gt: np.ndarray, lq: np.ndarray, geometry: ScanGeometry) -> float:
-    """b of the target's best fit s·A(gt) + b ≈ lq: the input's background offset."""
-    y = torch.as_tensor(np.asarray(lq, np.float32))
-    return best_fit(Forward(tuple(y.shape), geometry)(torch.as_tensor(np.asarray(gt, np.float32))), y)[1]
 
 
 def _spread(values: list[float]) -> str:

@@ -59,9 +59,15 @@ def recorded_stages(training: dict) -> tuple[list[str], str]:
     A staged recipe records its earlier stages under their names, in training order in "stage_order", and the
     installed stage's settings at the top level, named by "stage". Older records: a v4 one (a polish stage
     before "stage_order") came after base and tune; a v3 one (base + tune, before stages were named) is a
-    tune stage's output after base. The names listed are not checked against the record's keys."""
+    tune stage's output after base. Those defaults are not checked against the record's keys (a v1/v2 record
+    holds no earlier stage); an explicit "stage_order" naming a stage the record lacks is refused."""
     stage = training.get("stage", "tune")
-    return list(training.get("stage_order", ["base", "tune"] if stage != "tune" else ["base"])), stage
+    if "stage_order" in training:
+        missing = [name for name in training["stage_order"] if name not in training]
+        if missing:
+            raise ValueError(f"the model's training record lists stages it does not hold: {', '.join(missing)}")
+        return list(training["stage_order"]), stage
+    return (["base", "tune"] if stage != "tune" else ["base"]), stage
 
 
 def install(run: Path, training: dict) -> Path:

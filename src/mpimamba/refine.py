@@ -110,11 +110,17 @@ def _rms(ax: torch.Tensor, y: torch.Tensor, s: float, b: float) -> float:
     return float((s * ax + b - y).pow(2).mean().sqrt())
 
 
-def residual_rms(x, y, geometry: ScanGeometry) -> float:
-    """RMS of s·A(x) + b − y with the best s and b: how far x is from explaining the input."""
+def fit_to_input(x, y, geometry: ScanGeometry) -> tuple[float, float, float]:
+    """(s, b, RMS of s·A(x) + b − y) with the best scale s and offset b of x's blur to the input y."""
     x_t, y_t = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y))
     ax = Forward(tuple(y_t.shape), geometry)(x_t)
-    return _rms(ax, y_t, *best_fit(ax, y_t))
+    s, b = best_fit(ax, y_t)
+    return s, b, _rms(ax, y_t, s, b)
+
+
+def residual_rms(x, y, geometry: ScanGeometry) -> float:
+    """RMS of s·A(x) + b − y with the best s and b: how far x is from explaining the input."""
+    return fit_to_input(x, y, geometry)[2]
 
 
 def refine(x0, y, geometry: ScanGeometry, iterations: int = 100, stay: float = 0.05,
