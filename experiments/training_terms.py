@@ -87,7 +87,7 @@ def score(restore: Restoration, pairs) -> dict:
 
 def scored_pairs(protocol) -> dict[str, list]:
     """The two pair sets, each a list of (category, lq, gt, scan axis, gradient·spacing)."""
-    demo = [(c, lq, gt, scan, blur) for c, _, lq, gt, scan, blur in
+    demo = [(c, lq, gt, scan, blur) for c, _, lq, gt, scan, blur, _ in
             demo_pairs(per_category=8, protocol=protocol, geometry=True)]
     return {"demo pairs (40, 128x128)": demo,
             f"outside the training ranges ({OUTSIDE_COUNT}, 4 T/m, 0.5 mm)": outside_pairs(protocol)}

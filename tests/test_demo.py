@@ -20,11 +20,12 @@ def test_demo_pairs_with_geometry_are_the_same_pairs_and_say_their_psf():
     plain = demo_pairs(size=32, per_category=2)
     with_geometry = demo_pairs(size=32, per_category=2, geometry=True)
     pairs = pretrained.protocol().pairs
-    for (c1, i1, lq1, gt1), (c2, i2, lq2, gt2, scan, blur) in zip(plain, with_geometry):
+    for (c1, i1, lq1, gt1), (c2, i2, lq2, gt2, scan, blur, target_scale) in zip(plain, with_geometry):
         assert (c1, i1) == (c2, i2) and np.array_equal(lq1, lq2) and np.array_equal(gt1, gt2)
         assert scan in ("x", "z")
         assert pairs.gradient[0] * pairs.spacing_mm[0] <= blur <= pairs.gradient[1] * pairs.spacing_mm[1]
-    assert {scan for *_, scan, _ in with_geometry} == {"x", "z"}
+        assert target_scale > 0
+    assert {scan for *_, scan, _, _ in with_geometry} == {"x", "z"}
 
 
 def test_demo_writes_figure_and_metrics_and_keeps_them(tmp_path, capsys):

@@ -22,6 +22,30 @@ def test_mass_ratio_and_negative_fraction():
     assert q.negative_fraction(out) == pytest.approx(64 / 4096)
 
 
+def test_input_units_mass_ratio_ignores_the_outputs_peak_and_sees_missing_tracer():
+    """Both images divided by their maximum: an output right in shape but with its hottest spot too low
+    has the wrong plain mass ratio and the right one in the input's units; tracer left out is seen."""
+    import torch
+
+    from mpimamba.physics.psf import PSFForward
+    from mpimamba.refine import ScanGeometry
+
+    geometry = ScanGeometry("x", 8.0, 0.3)
+    gt = _disc(radius=12, level=0.2)
+    gt[30:34, 30:34] = 1.0  # a small hot spot on a faint disc
+    scale = 0.7  # the target in the input's units
+    lq = scale * PSFForward(gt.shape, "x", 0.3, 8.0)(torch.from_numpy(gt)).numpy() + 0.02  # + an offset
+    assert q.input_units_mass_ratio(gt, gt, lq, geometry, scale) == pytest.approx(1.0, abs=1e-4)
+    low_peak = np.minimum(gt, 0.5) / 0.5  # hot spot underestimated, then divided by its maximum again
+    assert q.mass_ratio(low_peak, gt) > 1.5
+    assert q.input_units_mass_ratio(low_peak, gt, lq, geometry, scale) == pytest.approx(1.0, abs=0.05)
+    assert q.input_units_mass_ratio(3.0 * gt, gt, lq, geometry, scale) == pytest.approx(1.0, abs=1e-4)
+    half = gt.copy()
+    half[:, 32:] = 0  # half the disc missing
+    assert q.input_units_mass_ratio(half, gt, lq, geometry, scale) < 0.8
+    assert np.isnan(q.input_units_mass_ratio(gt, 0 * gt, lq, geometry, scale))
+
+
 def test_interior_fill_tells_a_filled_disc_from_its_outline():
     gt = _disc(radius=20)
     outline = gt - _disc(radius=15)  # a ring 5 px wide: what a hollow restoration looks like

@@ -44,6 +44,21 @@ def test_snr_and_background():
         assert residual.std() / a == pytest.approx(10 ** (-30 / 20), rel=0.15)
 
 
+def test_target_scale_puts_the_target_in_the_inputs_units():
+    """lq = A(target_scale·gt) + a constant offset (noise-free): the factor the two normalisations removed."""
+    cfg = PairConfig(scan="z", gradient=(6.0, 10.0), concentration=(0.3, 0.9), background=(0.0, 0.05),
+                     categories=("shape", "sensitivity"))
+    lq, gt, drawn = make_pairs(np.random.default_rng(5), cfg, 32, 4, details=True)
+    for i in range(4):
+        forward = PSFForward((32, 32), "z", float(drawn["spacings"][i]), float(drawn["gradients"][i]))
+        native = drawn["target_scale"][i] * forward(torch.from_numpy(gt[i])).numpy()
+        offset = lq[i] - native
+        assert np.ptp(offset) < 1e-5 and 0 <= offset.mean() <= 0.05 / 0.3 + 1e-6
+    assert np.isinf(drawn["snr_db"]).all()  # noise-free pairs say so
+    _, _, noisy = make_pairs(np.random.default_rng(5), dataclasses.replace(cfg, snr_db=(20.0, 30.0)), 32, 4, details=True)
+    assert ((20 <= noisy["snr_db"]) & (noisy["snr_db"] <= 30)).all()
+
+
 def test_isotropic_target_is_mean_of_both_scans():
     cats = ("sensitivity",)
     _, gt = make_pairs(np.random.default_rng(2), PairConfig(target="isotropic", categories=cats), 32, 2)

@@ -27,11 +27,18 @@ DEMO_SIZE = 128
 PER_CATEGORY = 2
 
 
+INPUT_UNITS_NOTE = ("Mass ratio, input units: the output scaled to explain the input through the pair's PSF, "
+                    "against the target in the input's units (`mpimamba.eval.quantitative`); the plain mass ratio "
+                    "compares two images each divided by its own maximum, so it also scores how high the hottest "
+                    "structure came out.")
+
+
 def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol=None, geometry: bool = False):
     """[(category, index, lq, gt)]: `per_category` unseen pairs of every phantom category, reproducible,
     from `protocol` (default: the one the shipped model was trained on, `pretrained.protocol()`). With
     `geometry`, each tuple also holds the pair's scan axis ("x"/"z") and gradient·spacing (T/m·mm), the two
-    numbers that fix its PSF (the same pairs either way)."""
+    numbers that fix its PSF, and its `target_scale` (the target in the input's units, `physics.pairs`):
+    the same pairs either way."""
     protocol = protocol or pretrained.protocol()
     pairs = []
     for c, category in enumerate(sorted(DEFAULT_CATEGORIES)):  # points: not in the demo (see DEFAULT_CATEGORIES)
@@ -39,9 +46,15 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol
         config = replace(protocol.pairs, categories=(category,))
         lq, gt, drawn = make_pairs(rng, config, size, per_category, details=True)
         for i in range(per_category):
-            extra = (str(drawn["scans"][i]), float(drawn["gradients"][i] * drawn["spacings"][i])) if geometry else ()
+            extra = (str(drawn["scans"][i]), float(drawn["gradients"][i] * drawn["spacings"][i]),
+                     float(drawn["target_scale"][i])) if geometry else ()
             pairs.append((category, i, lq[i], gt[i], *extra))
     return pairs
+
+
+def has_psf(protocol) -> bool:
+    """Whether the protocol's pairs come from one PSF per pair, which the input-units mass ratio needs."""
+    return protocol.pairs.model == "psf"
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -73,16 +86,18 @@ def metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
     )
     lines += ["", "Per phantom category, of the output (`mpimamba.eval.quantitative`; linearity on the "
               "sensitivity phantoms' dots, all of a category's dots pooled):", "",
-              "| category | images | PSNR out | SSIM out | mass ratio | interior fill | negative | linearity slope | linearity R² |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| category | images | PSNR out | SSIM out | mass ratio | mass ratio, input units | interior fill | "
+              "negative | linearity slope | linearity R² |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for category in sorted({r["category"] for r in rows}):
         group = [r for r in rows if r["category"] == category]
-        values = {q: _mean(group, f"{q}_out") for q in ("psnr", "ssim", *QUANTITIES)}
+        values = {q: _mean(group, f"{q}_out") for q in ("psnr", "ssim", *QUANTITIES, "input_mass_ratio")}
         lin = _pooled_linearity(group) if category == "sensitivity" else {}
         mean.update({f"{q}_{category}": v for q, v in {**values, **lin}.items()})
         lines.append(
             f"| {category} | {len(group)} | {values['psnr']:.2f} | {values['ssim']:.3f} | "
-            f"{_cell(values['mass_ratio'], 3)} | {_cell(values['interior_fill'], 3)} | "
+            f"{_cell(values['mass_ratio'], 3)} | {_cell(values['input_mass_ratio'], 3)} | "
+            f"{_cell(values['interior_fill'], 3)} | "
             f"{_cell(values['negative_fraction'], 4)} | {_cell(lin.get('linearity_slope', np.nan), 3)} | "
             f"{_cell(lin.get('linearity_r2', np.nan), 4)} |"
         )
@@ -99,21 +114,28 @@ def _pooled_linearity(group: list[dict]) -> dict[str, float]:
 
 
 def score_pairs(restoration, pairs) -> tuple[list[dict], list[tuple]]:
-    """Restore every (category, index, lq, gt) of `pairs`; per-image score rows (for `metrics_table`) and
-    the figure rows (name, input, output, target) of the first PER_CATEGORY pairs of each category."""
+    """Restore every (category, index, lq, gt[, scan, blur, target_scale]) of `pairs` (`demo_pairs`, with or
+    without `geometry`; with it, the rows also hold the input-units mass ratio); per-image score rows (for
+    `metrics_table`) and the figure rows (name, input, output, target) of the first PER_CATEGORY pairs of each
+    category."""
     from .eval.metrics import scores
-    from .eval.quantitative import dot_means, quantities
+    from .eval.quantitative import dot_means, input_units_mass_ratio, quantities
+    from .refine import ScanGeometry
 
     rows, figure_rows = [], []
-    for category, index, lq, gt in pairs:
+    for category, index, lq, gt, *physics in pairs:
         name = f"{category}-{index}"
         output = restoration(lq, name=name)
         s_in, s_out = scores(lq, gt), scores(output, gt)
         true, restored = dot_means(output, gt) if category == "sensitivity" else (np.zeros(0), np.zeros(0))
+        input_mass = float("nan")
+        if physics:
+            scan, blur, target_scale = physics  # the PSF depends on gradient·spacing only: spacing 1 mm
+            input_mass = input_units_mass_ratio(output, gt, lq, ScanGeometry(scan, blur, 1.0), target_scale)
         rows.append({"name": name, "category": category, **{f"{k}_in": float(v) for k, v in s_in.items()},
                      **{f"{k}_out": float(v) for k, v in s_out.items()},
                      **{f"{k}_out": v for k, v in quantities(output, gt).items() if k in QUANTITIES},
-                     "dots_true": true, "dots_out": restored})
+                     "input_mass_ratio_out": input_mass, "dots_true": true, "dots_out": restored})
         if index < PER_CATEGORY:  # the figure stays readable: at most 2 rows a category
             figure_rows.append((name, lq, output, gt))
     return rows, figure_rows
@@ -138,14 +160,17 @@ def run_demo(out: str | Path, model_path: str | Path | None = None, overwrite: b
     restoration = Restoration(load_model(model_path), flip_average=flip_average)
     protocol = pretrained.protocol(model_path.with_suffix(".json"))  # the pairs of the model's own training
 
-    rows, figure_rows = score_pairs(restoration, demo_pairs(per_category=per_category, protocol=protocol))
+    psf = has_psf(protocol)
+    pairs = demo_pairs(per_category=per_category, protocol=protocol, geometry=psf)
+    rows, figure_rows = score_pairs(restoration, pairs)
 
     table, mean = metrics_table(rows)
     header = (
         f"# mpimamba demo\n\nModel: `{model_path}`. {len(rows)} simulated pairs ({DEMO_SIZE}×{DEMO_SIZE}, "
         f"{per_category} per phantom category, protocol `{protocol.name}`: {protocol.describe()}; seeds never "
         f"used in training){', restored with flip averaging' if flip_average else ''}, scored against the phantom "
-        "(PSNR/SSIM with data range 1, nRMSE = RMSE / range of the target).\n\n"
+        "(PSNR/SSIM with data range 1, nRMSE = RMSE / range of the target)."
+        + (" " + INPUT_UNITS_NOTE if psf else "") + "\n\n"
     )
     save_rows(out / "demo.png", figure_rows, overwrite=overwrite)
     write_text_atomic(out / "metrics.md", header + table)

@@ -9,6 +9,14 @@ the image (no filled region, fewer than three dots).
                         its maximum) eroded by ERODE pixels: 1 when a filled region comes back filled, ~0
                         when it comes back as an outline (hollow).
     negative fraction   share of pixels below zero (concentrations cannot be negative).
+    input-units mass    the mass ratio with both images in the units the input measured, for pairs whose
+                        forward model and normalisation are known (simulated ones): the output times its
+                        least-squares scale s to explain the input through the scan's PSF (with an offset;
+                        `refine.fit_to_input`, from the input alone, as a user with the scan geometry could),
+                        against the target times the simulator's `target_scale`. Both images are divided by
+                        their own maximum, so the plain mass ratio also scores the ratio of the hottest,
+                        smallest structure to the rest (the peak the blur determines least); this one does
+                        not depend on where the output puts its maximum, only on how much tracer it places.
     linearity           on a sensitivity phantom (dots of graded concentration): each dot's mean in the
                         output against its mean in the target, both over the dot (target above 0.1 % of
                         its peak) eroded by one pixel; the
@@ -48,6 +56,19 @@ def mass_ratio(out, gt) -> float:
     out, gt = _check(out, gt)
     total = float(gt.sum(dtype=np.float64))
     return float(out.sum(dtype=np.float64)) / total if total > 0 else float("nan")
+
+
+def input_units_mass_ratio(out, gt, lq, geometry, target_scale: float) -> float:
+    """sum(s·out) / sum(target_scale·gt), s the best scale of the output's blur to the input `lq` (see the
+    module doc); `geometry` a `refine.ScanGeometry`. NaN when the target holds nothing."""
+    from ..refine import fit_to_input  # the forward model (torch) only where this is scored
+
+    out, gt = _check(out, gt)
+    total = float(gt.sum(dtype=np.float64)) * float(target_scale)
+    if not total > 0:
+        return float("nan")
+    scale = fit_to_input(out, lq, geometry)[0]
+    return scale * float(out.sum(dtype=np.float64)) / total
 
 
 def interior_mask(gt, filled: float = FILLED, erode: int = ERODE) -> np.ndarray:

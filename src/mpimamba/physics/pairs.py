@@ -13,7 +13,11 @@ Recipe for one pair, every random choice drawn from the caller's generator in a 
    the two scan directions of a two-direction scanner mode (noise-free);
 5. normalisation (the authors' rule): each image is divided by its own maximum, then clipped to [0, 1]
    (noise can dip below 0). The absolute concentration therefore only shows through the noise and the
-   background level.
+   background level. What the normalisation removes is kept for scoring as `target_scale`: the factor
+   that puts the normalised target into the normalised input's units, c·max(gt)/max(lq) before either is
+   divided (for the phantom target, lq = A(target_scale·gt) + offset + noise with the forward model A of
+   step 2, whose PSF is 1 at its centre): a restoration's mass can then be compared with the target's in the
+   units the input measured (`eval.quantitative.input_units_mass_ratio`).
 """
 
 from __future__ import annotations
@@ -173,18 +177,28 @@ def _native(phantoms: np.ndarray, drives: np.ndarray, gradients: np.ndarray, spa
     return out
 
 
+def _peaks(images: np.ndarray) -> np.ndarray:
+    """(N,) maximum of each image."""
+    return images.reshape(len(images), -1).max(axis=1)
+
+
+def _inverse_peaks(images: np.ndarray) -> np.ndarray:
+    """(N,) 1 / maximum of each image, 0 where the maximum is not positive (all-zero images stay zero)."""
+    peak = _peaks(images)
+    return np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)
+
+
 def _normalise(images: np.ndarray) -> np.ndarray:
     """Divide each image by its maximum and clip to [0, 1] (all-zero images stay zero)."""
-    peak = images.reshape(len(images), -1).max(axis=1)
-    scale = np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)
-    return np.clip(images * scale[:, None, None], 0.0, 1.0).astype(np.float32)
+    return np.clip(images * _inverse_peaks(images)[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
 def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: int, details: bool = False):
     """`count` pairs (lq, gt), each float32 (count, size, size) in [0, 1]; see the module doc for the recipe.
 
     With `details`, also what each pair was drawn with: (lq, gt, {"categories": [name, ...], "scans":
-    (N,) "x"/"z", "gradients": (N,) T/m, "spacings": (N,) mm}).
+    (N,) "x"/"z", "gradients": (N,) T/m, "spacings": (N,) mm, "snr_db": (N,) dB, inf when noise-free,
+    "target_scale": (N,) the target in the input's units, see the module doc}).
     """
     if size < 8 or count < 1:
         raise ValueError(f"make_pairs: need size >= 8 and count >= 1, got size={size}, count={count}")
@@ -201,15 +215,20 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
     native = _native(phantoms, scans, gradients, spacings, config)  # (N, S, S) at unit concentration
     peak = native.reshape(count, -1).max(axis=1)[:, None, None]
     lq = conc[:, None, None] * native + background[:, None, None] * peak
+    snr_db = np.full(count, np.inf)
     if config.snr_db is not None:
-        sigma = peak * 10.0 ** (-_draw(rng, config.snr_db, count)[:, None, None] / 20.0)
+        snr_db = _draw(rng, config.snr_db, count)
+        sigma = peak * 10.0 ** (-snr_db[:, None, None] / 20.0)
         lq = lq + sigma * rng.standard_normal(lq.shape)
     if config.target == "phantom":
         gt = phantoms
     else:
         gt = 0.5 * sum(_native(phantoms, np.full(count, d), gradients, spacings, config) for d in ("x", "z"))
     if details:
-        drawn = {"categories": categories, "scans": scans, "gradients": gradients, "spacings": spacings}
+        # the concentration map in the input's units is c·gt_raw / max(lq_raw) = target_scale · (normalised gt)
+        target_scale = conc * _peaks(gt) * _inverse_peaks(lq)
+        drawn = {"categories": categories, "scans": scans, "gradients": gradients, "spacings": spacings,
+                 "snr_db": snr_db, "target_scale": target_scale}
         return _normalise(lq), _normalise(gt), drawn
     return _normalise(lq), _normalise(gt)
 

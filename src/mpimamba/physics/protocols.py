@@ -154,7 +154,7 @@ class Protocol:
             order = rng.permutation(count)  # interleave the two models
             lq, gt = (np.concatenate([part[k] for _, part in parts])[order] for k in (0, 1))
             drawn = {key: np.concatenate([np.asarray(part[2][key]) for _, part in parts])[order]
-                     for key in ("categories", "scans", "gradients", "spacings")}
+                     for key in ("categories", "scans", "gradients", "spacings", "snr_db", "target_scale")}
             drawn["categories"] = list(drawn["categories"])
             drawn["models"] = list(np.concatenate([[config.model] * len(part[0]) for config, part in parts])[order])
         return (lq, gt, drawn) if details else (lq, gt)
