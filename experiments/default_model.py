@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--polish-lr", type=float, default=2e-4, help="polish stage")
     parser.add_argument("--polish-warmup", type=int, default=0,
                         help="polish stage: steps of linear lr warmup (TrainConfig.warmup_steps; default 0)")
+    parser.add_argument("--polish-ema", type=float, default=0.0,
+                        help="polish stage: decay of the weight average it validates and writes "
+                             "(TrainConfig.ema_decay, e.g. 0.999; default 0 = off)")
     parser.add_argument("--polish-patch", type=int, default=None,
                         help="polish stage's patch side (default: --patch); a patch larger than the protocol's "
                              "smallest canvas raises that canvas to the patch (Protocol.for_patch)")
@@ -93,7 +96,7 @@ def main() -> None:
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
                          lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
                          mixed_patches=tuple(args.polish_mixed_patch), mass_weight=args.polish_mass_weight,
-                         warmup_steps=args.polish_warmup,
+                         warmup_steps=args.polish_warmup, ema_decay=args.polish_ema,
                          **{**shared, "patch": polish_patch, "batch": args.polish_batch or args.batch})
     start = time.perf_counter()
     if not args.after_shipped:

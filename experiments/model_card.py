@@ -68,9 +68,11 @@ def _schedule(t: dict, seed) -> str:
                                                                 ("mass_weight", "local-mass")) if t.get(key)]
     loss = f", loss: the network's own + {' + '.join(terms)}" if terms else ""
     warmup = f"a linear warmup over {t['warmup_steps']} steps, " if t.get("warmup_steps") else ""
+    ema = (f", the model written is the moving average of its weights (decay {t['ema_decay']:g})"
+           if t.get("ema_decay") else "")
     return (f"batch {t.get('batch')}, patch {t.get('patch')}{mixed}, AdamW lr {t.get('lr')} (the released 2e-4 is for 100k "
             f"steps), weight decay {t.get('weight_decay', 1e-4)}, {warmup}constant for half of each phase then cosine to "
-            f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}{loss}, seed {seed}")
+            f"{t.get('min_lr', 1e-6)}, gradient-norm clipping {t.get('grad_clip', 0.01)}{loss}{ema}, seed {seed}")
 
 
 def _log_lines(log: Path, record: dict) -> list[str]:

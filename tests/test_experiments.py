@@ -290,6 +290,8 @@ def test_model_card_lists_every_stage_of_the_recipe_in_order(monkeypatch, tmp_pa
     assert "loss: the network's own + 2 × the local-mass term" in weighted and "warmup" not in weighted
     warmed = model_card._training_section({"training": {**polish, "warmup_steps": 50}}, PROTOCOLS["multiscale"], None)
     assert "a linear warmup over 50 steps, constant for half" in warmed
+    averaged = model_card._training_section({"training": {**polish, "ema_decay": 0.999}}, PROTOCOLS["multiscale"], None)
+    assert "moving average of its weights (decay 0.999)" in averaged and "moving average" not in warmed
     stages = re.findall(r"- Stage '(\w+)': (\d+) steps in (both phases|phase 2 only[^;]*)", text)
     assert [(s, n) for s, n, _ in stages] == [("base", "1700"), ("tune", "2000"), ("polish", "500")]
     assert stages[0][2] == "both phases" and "from the base stage" in stages[1][2] and "from the tune stage" in stages[2][2]

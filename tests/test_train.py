@@ -21,7 +21,7 @@ from mpimamba.infer import Restoration
 from mpimamba.models import build, load_model
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.train import TrainConfig, TrainData, train
-from mpimamba.train.data import batches, build_data
+from mpimamba.train.data import batches, build_data, derive_seed
 from mpimamba.train.loop import ConstantThenCosine, validate
 
 
@@ -192,6 +192,56 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, source):
 
     with pytest.raises(ValueError, match="different settings.*batch"):
         train(config(tmp_path, "killed", batch=2), resume=True, data=data)
+
+
+def test_weight_average_follows_its_closed_form_and_swaps_back():
+    from mpimamba.train.ema import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.fill_(0.0)
+    ema = WeightAverage(net, decay=0.75)
+    for value in (2.0, 4.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update(net)
+    # 0.75·(0.75·1 + 0.25·2) + 0.25·4 = 1.9375
+    assert torch.allclose(ema.average["weight"], torch.full((1, 2), 1.9375))
+    with ema.applied(net):
+        assert torch.allclose(net.weight, torch.full((1, 2), 1.9375))
+    assert torch.equal(net.weight, torch.full((1, 2), 4.0))  # its own weights again
+    other = WeightAverage(net, decay=0.5)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.average["weight"], ema.average["weight"])
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict({"weight": ema.average["weight"]})
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_weight_average_is_validated_written_and_resumed_exactly(tmp_path):
+    data = th.blob_data()
+    whole = train(config(tmp_path, "whole", ema_decay=0.8), data=data)
+    ckpt = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    final = whole.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in ckpt["ema"].items())  # the model written is the average
+    assert not all(torch.equal(ckpt["model"][k], v) for k, v in ckpt["ema"].items())  # not the last weights
+    assert th.state_digest(load_model(tmp_path / "whole")) == th.state_digest(whole)
+    # what the log validated at the end is the average
+    seed = derive_seed(101, 0, 2**32)  # the loop's validation seed of phase 0
+    last = read_log(tmp_path / "whole")[-1]
+    assert float(last["val_psnr"]) == pytest.approx(validate(whole, whole.phases[0], data.val, torch.device("cpu"),
+                                                             seed)[1], abs=1e-3)
+
+    cfg = config(tmp_path, "killed", ema_decay=0.8)
+    with pytest.raises(SimulatedKill):
+        train(cfg, data=TrainData(train=killing_stream(after=4 * 6), val=data.val))
+    assert "ema" in torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=True)
+    resumed = train(cfg, resume=True, data=data)
+    assert th.state_digest(resumed) == th.state_digest(whole)  # the average resumes bit for bit too
+    with pytest.raises(ValueError, match="different settings.*ema_decay"):
+        train(config(tmp_path, "killed"), resume=True, data=data)
 
 
 def test_two_phases_run_in_order_from_one_call(tmp_path):

@@ -180,6 +180,9 @@ def _add_train(sub) -> None:
     p.add_argument("--mass-weight", type=float, dest="mass_weight",
                    help="weight of the local-mass term (the tracer per 8x8 block of output and target must agree; "
                         "counters thin structures coming back too faint; default 0 = off)")
+    p.add_argument("--ema-decay", type=float, dest="ema_decay",
+                   help="validate and write an exponential moving average of the weights over about 1/(1-D) steps "
+                        "(e.g. 0.999; default 0 = off)")
     p.add_argument("--label", help="name evaluation tables group this run under (default: the method)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="network constructor argument replacing the preset's (VALUE parsed as JSON)")
@@ -222,7 +225,8 @@ def _run_train(args) -> None:
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
-                                           "warmup_steps", "label", "device", "workers", "mixed_patches")}
+                                           "warmup_steps", "ema_decay", "label", "device", "workers",
+                                           "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

@@ -58,6 +58,9 @@ class TrainConfig:
     # weight of the local-mass term (train.terms.local_mass_loss: L1 between the tracer per 8x8 block of output
     # and target); any training set, 0 = off
     mass_weight: float = 0.0
+    # an exponential moving average of the weights (train.ema), validated and written as the model; its span
+    # is about 1 / (1 − ema_decay) steps; 0 = off (the weights themselves)
+    ema_decay: float = 0.0
     ckpt_minutes: float = 10.0  # also a checkpoint at least this often (wall time); inf = only every ckpt_every
     val_every: int = 1000
     val_images: int = 8
@@ -92,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not 0 <= int(self.warmup_steps) < max(1, int(self.steps)):
             raise ValueError(f"warmup_steps must lie in [0, steps={self.steps}), got {self.warmup_steps}")
+        if not 0.0 <= float(self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0 = off), got {self.ema_decay!r}")
         if not 0.0 <= self.constant_fraction <= 1.0:
             raise ValueError(f"constant_fraction must lie in [0, 1], got {self.constant_fraction}")
         for name in ("lr", "min_lr", "grad_clip", "weight_decay"):

@@ -8,12 +8,13 @@ the first half of the phase and then decays it along a cosine towards `min_lr` (
 Outputs in the run folder RUN (rank 0 only):
 - `checkpoint.pt` every `ckpt_every` steps, at the end of each phase, at least every `ckpt_minutes` of
   wall time, and when the run is asked to stop (Ctrl-C), always after a completed optimiser step and
-  written atomically: model, optimiser, scheduler, phase, step and config. `resume=True` continues from
-  it. A loss that is not finite stops the run (`TrainingDiverged`) without writing one, so the last
+  written atomically: model, optimiser, scheduler, phase, step and config (and the weight average of
+  `ema_decay`, `train.ema`). `resume=True` continues from it. A loss that is not finite stops the run (`TrainingDiverged`) without writing one, so the last
   checkpoint on disk is the last good state.
 - `log.csv` (+ TensorBoard events when installed; `val_psnr` scores the inference output `model(lq)`,
   see `validate`), `config.json`, and the final model as
-  `model.safetensors` + `model.json` (loadable with `mpimamba.models.load_model`).
+  `model.safetensors` + `model.json` (loadable with `mpimamba.models.load_model`). With `ema_decay`, the
+  weight average is what is validated and written as the model.
 
 Exact resume: the batches of a step are a function of (seed, phase, step, rank) (see `train.data`), and
 the global torch RNG (diffusion noise, dropout) is reseeded from the same tuple before every step, so
@@ -59,6 +60,7 @@ from . import distributed
 from .config import TrainConfig
 from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
+from .ema import WeightAverage
 from .log import RunLog
 from .terms import local_mass_loss
 
@@ -129,8 +131,9 @@ class _StopRequests:
 class _Checkpoints:
     """When rank 0 writes RUN/checkpoint.pt, and which state the file on disk holds (`at`)."""
 
-    def __init__(self, run: Path, cfg: TrainConfig, is_main: bool, at: tuple[int, int] | None):
-        self.run, self.cfg, self.is_main = run, cfg, is_main
+    def __init__(self, run: Path, cfg: TrainConfig, is_main: bool, at: tuple[int, int] | None,
+                 ema: WeightAverage | None = None):
+        self.run, self.cfg, self.is_main, self.ema = run, cfg, is_main, ema
         self.at = at  # (phase index, step) of the checkpoint on disk, None when there is none
         self._since = _clock()
 
@@ -151,7 +154,7 @@ class _Checkpoints:
                                        (model.phases[at[0]], at[1]) if at is not None else None,
                                        what="the weights became")
             if self.is_main:
-                _save_checkpoint(self.run, model, opt, sched, self.cfg, phase_index, step)
+                _save_checkpoint(self.run, model, opt, sched, self.cfg, phase_index, step, self.ema)
             self.at = (phase_index, step)
         self._since = _clock()
 
@@ -288,9 +291,11 @@ def _load_checkpoint(run: Path, cfg: TrainConfig) -> dict | None:
     return ckpt
 
 
-def _save_checkpoint(run: Path, model: Restorer, opt, sched, cfg: TrainConfig, phase_index: int, step: int) -> None:
+def _save_checkpoint(run: Path, model: Restorer, opt, sched, cfg: TrainConfig, phase_index: int, step: int,
+                     ema: WeightAverage | None = None) -> None:
     state = {
         "model": model.state_dict(),
+        **({"ema": ema.state_dict()} if ema is not None else {}),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "phase": model.phases[phase_index],
@@ -431,6 +436,12 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
         model.load_state_dict(ckpt["model"])
     elif cfg.init is not None:
         _load_initial_weights(model, cfg)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 and model.phases else None
+    if ema is not None and ckpt is not None:
+        if "ema" not in ckpt:
+            raise ValueError(f"cannot resume {run}: its checkpoint holds no weight average, but ema_decay is "
+                             f"{cfg.ema_decay}")
+        ema.load_state_dict(ckpt["ema"])
     model.train()
     if not model.phases:
         _check_deconvolution_scan(cfg, model)
@@ -456,7 +467,7 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     distributed.barrier(ctx)
 
     base_flags = [p.requires_grad for p in model.parameters()]
-    checkpoints = _Checkpoints(run, cfg, ctx.is_main, (start_phase, start_step) if ckpt is not None else None)
+    checkpoints = _Checkpoints(run, cfg, ctx.is_main, (start_phase, start_step) if ckpt is not None else None, ema)
     try:
         with _StopRequests() as stop:
             for pi, phase in enumerate(model.phases):
@@ -465,12 +476,14 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
                 if pi < start_phase or (pi == start_phase and start_step >= cfg.steps):
                     continue  # finished before the checkpoint
                 resume_state = ckpt if (ckpt is not None and pi == start_phase) else None
-                _train_phase(cfg, ctx, model, data, log, pi, base_flags, resume_state, checkpoints, stop)
+                _train_phase(cfg, ctx, model, data, log, pi, base_flags, resume_state, checkpoints, stop, ema)
     finally:
         if log is not None:
             log.close()
     for p, flag in zip(model.parameters(), base_flags):
         p.requires_grad_(flag)
+    if ema is not None:
+        ema.copy_to(model)  # the average is the trained model
 
     if ctx.is_main:
         save_model(model, run / "model", extra={"label": cfg.run_label, "seed": cfg.seed,
@@ -481,7 +494,7 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
 
 def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, data: TrainData,
                  log: RunLog | None, pi: int, base_flags: list[bool], resume_state: dict | None,
-                 checkpoints: _Checkpoints, stop: _StopRequests) -> None:
+                 checkpoints: _Checkpoints, stop: _StopRequests, ema: WeightAverage | None = None) -> None:
     phase = model.phases[pi]
     params = _phase_parameters(model, phase, base_flags)
     # several phases = parts of the network sit idle in some phase; DDP must be told to expect that
@@ -496,6 +509,11 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
         start = resume_state["step"]
     val_seed = derive_seed(cfg.seed, pi, 2**32)
 
+    def validated() -> tuple[float, float]:
+        """Validation of what the run will write: the weight average when there is one."""
+        with ema.applied(model) if ema is not None else contextlib.nullcontext():
+            return validate(model, phase, data.val, ctx.device, val_seed)
+
     def stop_here(step: int) -> None:
         """Asked to stop: the model, optimiser, schedule and log hold the state after `step` steps."""
         if step > 0:  # at step 0 the checkpoint on disk (the previous phase's end, if any) is this state
@@ -503,7 +521,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
         raise TrainingInterrupted(phase, step, checkpoints.path())
 
     if log is not None and start == 0:  # the untrained baseline of the phase
-        val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
+        val_loss, val_psnr = validated()
         log.write(phase, 0, val_loss=val_loss, val_psnr=val_psnr)
 
     stream = batches(data, seed=cfg.seed, phase=pi, start=start, batch=cfg.batch, rank=ctx.rank,
@@ -534,6 +552,8 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             loss_value = loss.item()
             done = step + 1
             if distributed.any_rank(ctx, not math.isfinite(loss_value)):  # every rank stops at this step
@@ -547,7 +567,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             if log is not None:
                 val_loss = val_psnr = None
                 if done % cfg.val_every == 0 or done == cfg.steps:
-                    val_loss, val_psnr = validate(model, phase, data.val, ctx.device, val_seed)
+                    val_loss, val_psnr = validated()
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
                           val_psnr=val_psnr, physics=None if physics is None else physics.item(),
                           mass=None if mass is None else mass.item())
