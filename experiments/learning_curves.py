@@ -144,7 +144,8 @@ def summarise(records: list[dict]) -> list[dict]:
         row = {"method": method, "steps": steps, "seeds": len(group),
                "cpu_seconds": finite_mean(cpu)}
         for c in SCORES:
-            values = np.array([g["scores"][c] for g in group], np.float64)
+            # results files written before a column existed lack it: NaN, shown as "–"
+            values = np.array([g["scores"].get(c, np.nan) for g in group], np.float64)
             row[f"{c}_mean"] = finite_mean(values)
             row[f"{c}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 and np.isfinite(values).all() else ""
         rows.append(row)

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,7 @@ def test_evaluate_writes_tables_scores_and_figures(tmp_path, dataset):
     assert float(table["naf"]["ssim_mean"]) == pytest.approx(np.mean(per_ckpt))
     assert float(table["naf"]["ssim_std"]) == pytest.approx(np.std(per_ckpt, ddof=1))
     assert table["naf"]["checkpoints"] == "2" and table["aepnet"]["ssim_std"] == ""
+    assert all(r["input_mass_ratio"] == "nan" for r in scores)  # a user's dataset records no PSF per pair
     md = (report / "table.md").read_text()
     assert "| naf |" in md and "±" in md and "ours convention" in md
     for png in (report / "figures/naf/p0.png", report / "figures/naf-2/p1.png", report / "figures/grid.png"):
@@ -254,3 +256,20 @@ def test_evaluate_reports_quantities_per_category_and_resolution(tmp_path):
     table = {r["method"]: r for r in read_csv(tmp_path / "report" / "table.csv")}
     assert float(table["input"]["anisotropy_z_x"]) == pytest.approx(float(res["input"]["anisotropy_z_x"]))
     assert "interior fill" in (tmp_path / "report" / "table.md").read_text()
+    # the mass ratio in the input's units, from each pair's manifest record (its PSF and target_scale)
+    import json
+
+    from mpimamba.eval.quantitative import input_units_mass_ratio
+    from mpimamba.refine import ScanGeometry
+
+    pair = json.loads((data / "manifest.json").read_text())["pairs"]
+    row = next(r for r in scores_rows if r["model"] == "nafnet")
+    stem = Path(row["image"]).stem
+    lq, gt = (read_image(data / "test" / kind / f"{stem}.tif") for kind in ("lq", "gt"))
+    record = pair[stem]
+    assert (record["model"], record["scan"], record["gradient"], record["spacing_mm"]) == ("psf", "x", 9.0, 0.25)
+    expected = input_units_mass_ratio(Restoration(load_model(model))(lq), gt, lq, ScanGeometry("x", 9.0, 0.25),
+                                      record["target_scale"])
+    assert float(row["input_mass_ratio"]) == pytest.approx(expected, rel=1e-5)
+    assert all(np.isfinite(float(r["input_mass_ratio"])) for r in scores_rows)
+    assert np.isfinite(float(table["nafnet"]["input_mass_ratio_mean"]))

@@ -120,6 +120,17 @@ def _remove_empty_dirs(out: Path) -> None:
                 pass
 
 
+def _pair_records(drawn: dict) -> list[dict]:
+    """One manifest record per pair of a `Protocol.simulate(..., details=True)` batch: its forward model, scan
+    axis, gradient (T/m), pixel spacing (mm), SNR (dB; null when noise-free) and `target_scale` (the factor that
+    puts its target into its input's units, `physics.pairs`)."""
+    snr = [float(v) if np.isfinite(v) else None for v in drawn["snr_db"]]
+    return [{"model": str(m), "scan": str(a), "gradient": float(g), "spacing_mm": float(d), "snr_db": n,
+             "target_scale": float(k)}
+            for m, a, g, d, n, k in zip(drawn["models"], drawn["scans"], drawn["gradients"], drawn["spacings"],
+                                        snr, drawn["target_scale"])]
+
+
 def write_dataset(out: str | Path, count: int, size: int, protocol: Protocol = PROTOCOLS["default"],
                   seed: int = 0, fmt: str = "tiff", overwrite: bool = False, batch: int = 32) -> dict:
     """Write `count` whole size×size pairs of `protocol` to OUT/{train,val,test}/{lq,gt}/NNNNNN.ext (8:1:1)
@@ -160,11 +171,13 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
     staging = out / f".simulate-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     categories: list[str] = []
+    drawn_with: list[dict] = []  # per pair: what evaluate needs to put the target into the input's units
     try:
         with tqdm(total=count, desc=f"simulate -> {out}", unit="pair") as bar:
             for start in range(0, count, batch):
                 lq, gt, drawn = protocol.simulate(rng, size, min(batch, count - start), details=True)
                 categories += drawn["categories"]
+                drawn_with += _pair_records(drawn)
                 for i, (a, b) in enumerate(zip(lq, gt), start):
                     name = f"{i:06d}{suffix}"
                     write_image(staging / splits[i] / "lq" / name, a)
@@ -195,6 +208,7 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
         "format": fmt,
         "counts": {"total": count, **counts},
         "categories": {f"{i:06d}": c for i, c in enumerate(categories)},  # file stem -> phantom category
+        "pairs": {f"{i:06d}": record for i, record in enumerate(drawn_with)},  # file stem -> how it was drawn
     }
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest

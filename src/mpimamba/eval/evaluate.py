@@ -2,7 +2,9 @@
 
     OUT/scores.csv          one row per (image, model): psnr, ssim, nrmse, and the quantities of
                             `eval.quantitative` (mass ratio, interior fill, negative fraction; linearity
-                            slope and R² on sensitivity phantoms); model "input" = the input itself
+                            slope and R² on sensitivity phantoms; the mass ratio in the input's units on
+                            simulated sets whose manifest records each pair's PSF, `mpimamba simulate`'s);
+                            model "input" = the input itself
     OUT/table.csv, .md      per method label: the mean over images of each checkpoint, then mean ± std
                             (sample std) over the checkpoints sharing the label (e.g. trained with different
                             seeds); std is empty for a single checkpoint; plus the resolution columns
@@ -49,12 +51,13 @@ from ..train.config import RUNTIME_FIELDS, TrainConfig
 from . import resolution
 from .figures import save_comparison, save_grid, save_profiles
 from .metrics import CONVENTIONS, scores
-from .quantitative import LINEARITY, QUANTITIES, finite_mean, quantities
+from .quantitative import LINEARITY, QUANTITIES, finite_mean, input_units_mass_ratio, quantities
 
 METRICS = ("psnr", "ssim", "nrmse")
-PER_IMAGE = (*METRICS, *QUANTITIES, *LINEARITY)  # every per-image column of scores.csv
+INPUT_MASS = "input_mass_ratio"  # the mass ratio in the input's units: simulated sets whose manifest has pairs
+PER_IMAGE = (*METRICS, *QUANTITIES, INPUT_MASS, *LINEARITY)  # every per-image column of scores.csv
 DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4, "mass_ratio": 3, "interior_fill": 3, "negative_fraction": 4,
-          "linearity_slope": 3, "linearity_r2": 4}  # decimals every results table shows
+          INPUT_MASS: 3, "linearity_slope": 3, "linearity_r2": 4}  # decimals every results table shows
 INPUT = "input"
 TARGET = "target"
 GRID_IMAGES = 4
@@ -221,14 +224,17 @@ def _markdown(table: list[dict], convention: str, split: str, flip_average: bool
         "",
         "Quantities (`mpimamba.eval.quantitative`): mass ratio = sum(output) / sum(target); interior fill = "
         "mean output / mean target inside the target's filled regions eroded by 3 px; negative = share of "
-        "pixels below 0. Resolution (`mpimamba.eval.resolution`, noise-free point-source chart): FWHM and "
+        "pixels below 0; mass ratio, input units = the output scaled to explain the input through the pair's "
+        "PSF against the target in the input's units (simulated sets of the PSF model: their manifest records "
+        "each pair's geometry). Resolution (`mpimamba.eval.resolution`, noise-free point-source chart): FWHM and "
         "smallest spacing resolved by the 26.4 % dip criterion, in mm, along x and z; anisotropy = FWHM z / x.",
         "",
-        "| Method | mass ratio | interior fill | negative | FWHM x | FWHM z | resolved x | resolved z | z/x |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Method | mass ratio | interior fill | negative | mass ratio, input units | FWHM x | FWHM z | resolved x | "
+        "resolved z | z/x |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table:
-        cells = [format_score(m, row[f"{m}_mean"], row[f"{m}_std"]) for m in QUANTITIES]
+        cells = [format_score(m, row[f"{m}_mean"], row[f"{m}_std"]) for m in (*QUANTITIES, INPUT_MASS)]
         cells += [format_score(c, row.get(c, float("nan"))) for c in resolution.COLUMNS]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -236,12 +242,28 @@ def _markdown(table: list[dict], convention: str, split: str, flip_average: bool
 
 def _category_markdown(table: list[dict]) -> str:
     lines = ["Means over the images of each phantom category (linearity: sensitivity phantoms only).", "",
-             "| Method | category | images | PSNR | SSIM | mass ratio | interior fill | linearity slope | linearity R² |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Method | category | images | PSNR | SSIM | mass ratio | mass ratio, input units | interior fill | "
+             "linearity slope | linearity R² |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in table:
-        cells = [format_score(m, row[f"{m}_mean"]) for m in ("psnr", "ssim", "mass_ratio", "interior_fill", *LINEARITY)]
+        cells = [format_score(m, row[f"{m}_mean"])
+                 for m in ("psnr", "ssim", "mass_ratio", INPUT_MASS, "interior_fill", *LINEARITY)]
         lines.append(f"| {row['method']} | {row['category']} | {row['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _input_mass(result: np.ndarray, gt: np.ndarray, lq: np.ndarray, pair: dict | None) -> float:
+    """The input-units mass ratio of one image from its manifest record (`data.synthetic`); NaN for a pair
+    without one (a user's dataset, an older manifest) or whose input is no single PSF's (the x-space model)."""
+    from ..refine import ScanGeometry
+
+    if not isinstance(pair, dict) or pair.get("model") != "psf" or lq.shape != gt.shape:
+        return float("nan")
+    try:
+        geometry = ScanGeometry(pair["scan"], float(pair["gradient"]), float(pair["spacing_mm"]))
+        return input_units_mass_ratio(result, gt, lq, geometry, float(pair["target_scale"]))
+    except (KeyError, TypeError, ValueError):  # a record edited by hand: the column stays empty
+        return float("nan")
 
 
 def _manifest(data_root: Path) -> dict:
@@ -312,6 +334,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     manifest = _manifest(data_root)
     categories = manifest.get("categories", {}) if isinstance(manifest.get("categories"), dict) else {}
     chart = _chart(manifest)
+    drawn = manifest.get("pairs", {}) if isinstance(manifest.get("pairs"), dict) else {}
 
     rows: list[dict] = []
     grid: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
@@ -321,12 +344,14 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
         resolved[INPUT] = {"label": INPUT, **resolution.measure(chart.inputs, chart)}
         resolved[TARGET] = {"label": TARGET, **resolution.measure(chart.targets, chart)}
 
-    def record(model_name: str, label: str, checkpoint: str, name: str, result: np.ndarray, gt: np.ndarray):
+    def record(model_name: str, label: str, checkpoint: str, name: str, result: np.ndarray, gt: np.ndarray,
+               lq: np.ndarray):
         s = scores(result, gt, convention)
         category = categories.get(Path(name).stem, "")
         rows.append({"image": name, "category": category, "model": model_name, "label": label,
                      "checkpoint": checkpoint, **{m: float(s[m]) for m in METRICS},
-                     **quantities(result, gt, sensitivity=category == "sensitivity")})
+                     **quantities(result, gt, sensitivity=category == "sensitivity"),
+                     INPUT_MASS: _input_mass(result, gt, lq, drawn.get(Path(name).stem))})
 
     # every model is loaded once and every pair read once: each image goes through all models in turn
     restorations = [Restoration(load_model(c.path, map_location=device), normalise=normalise, tile=tile,
@@ -334,10 +359,10 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
     for i, name in enumerate(dataset.names):
         lq, gt = dataset.read_pair(i)
-        record(INPUT, INPUT, "", name, lq, gt)  # the reference line: the input scored against the target
+        record(INPUT, INPUT, "", name, lq, gt, lq)  # the reference line: the input scored against the target
         for ckpt, restoration in zip(checkpoints, restorations):
             restored = restoration(lq, name=f"{data_root}/{split}/lq/{name}")
-            record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt)
+            record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt, lq)
             if figures:
                 shown = [for_figure(a) for a in (lq, restored, gt)]
                 save_comparison(out / "figures" / ckpt.name / f"{name}.png", *shown,
