@@ -206,18 +206,36 @@ def test_weight_average_follows_its_closed_form_and_swaps_back():
         with torch.no_grad():
             net.weight.fill_(value)
         ema.update(net)
-    # 0.75·(0.75·1 + 0.25·2) + 0.25·4 = 1.9375
-    assert torch.allclose(ema.average["weight"], torch.full((1, 2), 1.9375))
+    # warm-up: d_1 = 2/11, d_2 = 3/12 (below the decay 0.75)
+    first = 2 / 11 * 1.0 + 9 / 11 * 2.0
+    assert torch.allclose(ema.average["weight"], torch.full((1, 2), 0.25 * first + 0.75 * 4.0))
     with ema.applied(net):
-        assert torch.allclose(net.weight, torch.full((1, 2), 1.9375))
+        assert torch.allclose(net.weight, torch.full((1, 2), 0.25 * first + 0.75 * 4.0))
     assert torch.equal(net.weight, torch.full((1, 2), 4.0))  # its own weights again
-    other = WeightAverage(net, decay=0.5)
+    for _ in range(40):
+        ema.update(net)
+    assert ema.current_decay() == 0.75  # the warm-up has reached the decay
+    other = WeightAverage(net, decay=0.75)
     other.load_state_dict(ema.state_dict())
-    assert torch.equal(other.average["weight"], ema.average["weight"])
+    assert torch.equal(other.average["weight"], ema.average["weight"]) and other.updates == 42
     with pytest.raises(ValueError, match="does not match"):
-        other.load_state_dict({"weight": ema.average["weight"]})
+        other.load_state_dict({"weights": {"weight": ema.average["weight"]}, "updates": 1})
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_weight_average_restarts_each_phase_and_holds_little_of_fresh_weights(tmp_path):
+    torch.manual_seed(101)
+    init = build("twophase", "tiny").state_dict()
+    plain = train(config(tmp_path, "plain", method="twophase", steps=6), data=th.blob_data()).state_dict()
+    averaged = train(config(tmp_path, "avg", method="twophase", steps=6, ema_decay=0.999),
+                     data=th.blob_data()).state_dict()
+    # phase 2 freezes `first`: its average restarted at phase 2 from the weights phase 1 left, and stays them
+    assert torch.equal(averaged["first.weight"], plain["first.weight"])
+    # `second` trains from its initial weights in phase 2: the warm-up keeps little of them in the average
+    moved = (plain["second.weight"] - init["second.weight"]).norm()
+    assert (averaged["second.weight"] - plain["second.weight"]).norm() < 0.5 * moved
+    assert not torch.equal(averaged["second.weight"], plain["second.weight"])
 
 
 def test_weight_average_is_validated_written_and_resumed_exactly(tmp_path):
@@ -225,8 +243,9 @@ def test_weight_average_is_validated_written_and_resumed_exactly(tmp_path):
     whole = train(config(tmp_path, "whole", ema_decay=0.8), data=data)
     ckpt = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     final = whole.state_dict()
-    assert all(torch.equal(final[k], v) for k, v in ckpt["ema"].items())  # the model written is the average
-    assert not all(torch.equal(ckpt["model"][k], v) for k, v in ckpt["ema"].items())  # not the last weights
+    average = ckpt["ema"]["weights"]
+    assert all(torch.equal(final[k], v) for k, v in average.items())  # the model written is the average
+    assert not all(torch.equal(ckpt["model"][k], v) for k, v in average.items())  # not the last weights
     assert th.state_digest(load_model(tmp_path / "whole")) == th.state_digest(whole)
     # what the log validated at the end is the average
     seed = derive_seed(101, 0, 2**32)  # the loop's validation seed of phase 0

@@ -1,11 +1,14 @@
 """An exponential moving average of the network's weights (`TrainConfig.ema_decay`).
 
-After every optimiser step, average ← d·average + (1 − d)·weights, for every parameter (a frozen one does
-not change, so its average stays equal to it). The average spans about 1 / (1 − d) steps: with d = 0.999,
-the last thousand. Why: the shipped model's polish stages gained most of their validation PSNR in the
-cosine tail, where a small learning rate averages out the step-to-step noise of the weights
-(`experiments/results/mass-polish.md`: 20.3–22.3 dB while the lr was constant, 22.7 dB at the end); an
-average of the weights gets that effect without waiting for the lr to fall.
+After the t-th optimiser step of a phase, average ← d_t·average + (1 − d_t)·weights for every parameter,
+with d_t = min(d, (1 + t) / (10 + t)): the average spans about 1 / (1 − d) steps once t is large, and
+about the last t / 9 steps before that, so it never holds much of the weights a phase started from (for
+a phase that trains fresh parameters, random ones: MPI-Mamba's and DiffIR's denoisers in phase 2). It is
+restarted from the weights at the start of every phase, so parameters a phase freezes are averaged as the
+values that phase trains against. Why at all: the shipped model's polish stages gained most of their
+validation PSNR in the cosine tail, where a small learning rate averages out the step-to-step noise of the
+weights (`experiments/results/mass-polish.md`: 20.3–22.3 dB while the lr was constant, 22.7 dB at the
+end); an average of the weights may get that effect without waiting for the lr to fall.
 
 The average is what the run validates, checkpoints (beside the weights, so a resumed run continues it
 exactly) and writes as RUN/model; the optimiser keeps stepping the weights themselves.
@@ -24,12 +27,25 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {decay}")
         self.decay = float(decay)
+        self.start_phase(model)
+
+    @torch.no_grad()
+    def start_phase(self, model: nn.Module) -> None:
+        """Restart the average from the model's weights (at the start of a phase)."""
         self.average = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        """d_t of the next update, the t-th of the phase (see the module doc)."""
+        t = self.updates + 1
+        return min(self.decay, (1 + t) / (10 + t))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        weight = 1.0 - self.current_decay()
+        self.updates += 1
         for name, p in model.named_parameters():
-            self.average[name].lerp_(p.detach(), 1.0 - self.decay)  # a + (1 − d)·(p − a)
+            self.average[name].lerp_(p.detach(), weight)  # a + (1 − d_t)·(p − a)
 
     @contextmanager
     def applied(self, model: nn.Module):
@@ -52,13 +68,15 @@ class WeightAverage:
         for name, p in model.named_parameters():
             p.copy_(self.average[name])
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: a.clone() for name, a in self.average.items()}
+    def state_dict(self) -> dict:
+        return {"weights": {name: a.clone() for name, a in self.average.items()}, "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if set(state) != set(self.average):
-            missing, extra = sorted(set(self.average) - set(state)), sorted(set(state) - set(self.average))
+    def load_state_dict(self, state: dict) -> None:
+        weights = state["weights"]
+        if set(weights) != set(self.average):
+            missing, extra = sorted(set(self.average) - set(weights)), sorted(set(weights) - set(self.average))
             raise ValueError(f"the checkpoint's weight average does not match the network (missing {missing[:3]}, "
                              f"unexpected {extra[:3]})")
         for name, a in self.average.items():
-            a.copy_(state[name].to(a.device, a.dtype))
+            a.copy_(weights[name].to(a.device, a.dtype))
+        self.updates = int(state["updates"])

@@ -437,10 +437,7 @@ def _train_locked(cfg: TrainConfig, ctx: distributed.Context, resume: bool, over
     elif cfg.init is not None:
         _load_initial_weights(model, cfg)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 and model.phases else None
-    if ema is not None and ckpt is not None:
-        if "ema" not in ckpt:
-            raise ValueError(f"cannot resume {run}: its checkpoint holds no weight average, but ema_decay is "
-                             f"{cfg.ema_decay}")
+    if ema is not None and ckpt is not None:  # the settings check above: a checkpoint of this ema_decay
         ema.load_state_dict(ckpt["ema"])
     model.train()
     if not model.phases:
@@ -507,6 +504,8 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
         opt.load_state_dict(resume_state["optimizer"])
         sched.load_state_dict(resume_state["scheduler"])
         start = resume_state["step"]
+    if ema is not None and start == 0:
+        ema.start_phase(model)  # mid-phase, the checkpoint's average goes on
     val_seed = derive_seed(cfg.seed, pi, 2**32)
 
     def validated() -> tuple[float, float]:
