@@ -43,13 +43,12 @@ from mpimamba.refine import ScanGeometry, fit_to_input, noise_sigma, refine, res
 from mpimamba.threads import configure_threads
 
 TOLERANCE = 1.1  # output residual <= 1.1 x the target's: the input does not tell them apart
-SPACING = 0.25  # mm; the PSF depends on gradient x spacing only, which the demo pairs give
 
 
 def diagnose(restore: Restoration, pairs) -> list[dict]:
     rows = []
     for category, index, lq, gt, scan, blur, target_scale in pairs:
-        geometry = ScanGeometry(scan, blur / SPACING, SPACING)
+        geometry = ScanGeometry.from_blur(scan, blur)
         out = restore(lq)
         refined = refine(out, lq, geometry).image
         input_units = {key: input_units_mass_ratio(image, gt, lq, geometry, target_scale)
@@ -100,10 +99,12 @@ def render(rows: list[dict], meta: dict) -> str:
               "lowest image (output) |", "|---|---|---|---|---|---|---|"]
     for category in sorted({r["category"] for r in rows}):
         group = [r for r in rows if r["category"] == category]
-        lines.append(f"| {category} | {len(group)} | {mean([r['mass'] for r in group])} | "
-                     f"{mean([r['input_units'] for r in group])} | {mean([r['input_units_refined'] for r in group])} | "
-                     f"{mean([r['input_units_target'] for r in group])} | {min(r['input_units'] for r in group):.2f} |")
-    lines += ["", "Per image:", "", "| image | mass ratio | after `--physics` | residual/σ output | residual/σ target | "
+        column = lambda key: mean([r[key] for r in group])  # noqa: E731
+        lines.append(f"| {category} | {len(group)} | {column('mass')} | {column('input_units')} | "
+                     f"{column('input_units_refined')} | {column('input_units_target')} | "
+                     f"{min(r['input_units'] for r in group):.2f} |")
+    lines += ["", "Per image:", "",
+              "| image | mass ratio | after `--physics` | residual/σ output | residual/σ target | "
               "input units: output | after `--physics` | the target |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['mass']:.2f} | {r['mass_refined']:.2f} | {r['residual_out'] / r['noise']:.2f} | "
               f"{r['residual_target'] / r['noise']:.2f} | {r['input_units']:.2f} | {r['input_units_refined']:.2f} | "

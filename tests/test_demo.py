@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from mpimamba.cli import main
 from mpimamba.demo import demo_pairs
@@ -26,6 +27,21 @@ def test_demo_pairs_with_geometry_are_the_same_pairs_and_say_their_psf():
         assert pairs.gradient[0] * pairs.spacing_mm[0] <= blur <= pairs.gradient[1] * pairs.spacing_mm[1]
         assert target_scale > 0
     assert {scan for *_, scan, _, _ in with_geometry} == {"x", "z"}
+
+
+def test_the_exact_target_scores_an_input_units_mass_of_one():
+    """Restoring each demo pair to its own target: the demo's input-units mass ratio (its PSF from gradient·spacing,
+    the target in the input's units) comes out ~1 in every category, noise and background included."""
+    from mpimamba.demo import metrics_table, score_pairs
+
+    pairs = demo_pairs(size=64, per_category=2, geometry=True)
+    targets = {id(lq): gt for _, _, lq, gt, *_ in pairs}
+    rows, _ = score_pairs(lambda lq, name=None: targets[id(lq)], pairs)
+    mean = metrics_table(rows)[1]
+    for category in DEFAULT_CATEGORIES:
+        assert mean[f"input_mass_ratio_{category}"] == pytest.approx(1.0, abs=0.04), category
+    plain, _ = score_pairs(lambda lq, name=None: targets[id(lq)], [p[:4] for p in pairs])
+    assert all(np.isnan(r["input_mass_ratio_out"]) for r in plain)  # without the geometry: not scored
 
 
 def test_demo_writes_figure_and_metrics_and_keeps_them(tmp_path, capsys):

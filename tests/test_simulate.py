@@ -55,8 +55,27 @@ def test_target_scale_puts_the_target_in_the_inputs_units():
         offset = lq[i] - native
         assert np.ptp(offset) < 1e-5 and 0 <= offset.mean() <= 0.05 / 0.3 + 1e-6
     assert np.isinf(drawn["snr_db"]).all()  # noise-free pairs say so
-    _, _, noisy = make_pairs(np.random.default_rng(5), dataclasses.replace(cfg, snr_db=(20.0, 30.0)), 32, 4, details=True)
-    assert ((20 <= noisy["snr_db"]) & (noisy["snr_db"] <= 30)).all()
+    # the noise drawn is the SNR recorded: σ = 10^(−SNR/20) of the native peak max(A(p)) (c = 1, max p = 1),
+    # and in lq's units (divided by max(lq) as target_scale is) σ = target_scale · max(A(gt)) · 10^(−SNR/20)
+    noisy_cfg = dataclasses.replace(cfg, snr_db=(15.0, 40.0), concentration=1.0, background=0.0)
+    lq, gt, noisy = make_pairs(np.random.default_rng(6), noisy_cfg, 64, 4, details=True)
+    for i in range(4):
+        forward = PSFForward((64, 64), "z", float(noisy["spacings"][i]), float(noisy["gradients"][i]))
+        native = forward(torch.from_numpy(gt[i])).numpy()
+        residual = lq[i] - noisy["target_scale"][i] * native
+        inside = lq[i] > 0.2  # away from the clip at 0
+        sigma = noisy["target_scale"][i] * native.max() * 10 ** (-noisy["snr_db"][i] / 20)
+        assert residual[inside].std() == pytest.approx(sigma, rel=0.25)
+
+
+def test_mixed_protocol_keeps_each_pairs_records_with_it():
+    """Protocol.simulate shuffles the PSF and x-space pairs together: every record travels with its pair."""
+    protocol = Protocol(pairs=PairConfig(categories=("shape",)), canvas=None, xspace_fraction=0.5)
+    lq, gt, drawn = protocol.simulate(np.random.default_rng(7), 24, 6, details=True)
+    assert {"psf", "xspace"} <= set(drawn["models"]) and len(drawn["target_scale"]) == 6
+    for i in np.flatnonzero(np.asarray(drawn["models"]) == "psf"):
+        native = drawn["target_scale"][i] * PSFForward((24, 24), "x")(torch.from_numpy(gt[i])).numpy()
+        np.testing.assert_allclose(lq[i], native, atol=1e-5)
 
 
 def test_isotropic_target_is_mean_of_both_scans():

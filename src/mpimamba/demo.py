@@ -18,7 +18,7 @@ import numpy as np
 
 from . import pretrained
 from .physics.pairs import make_pairs
-from .eval.quantitative import QUANTITIES, finite_mean, fit_line
+from .eval.quantitative import INPUT_MASS, QUANTITIES, finite_mean, fit_line
 from .physics.phantoms import DEFAULT_CATEGORIES
 
 # SeedSequence entropy of the demo pairs; training streams are seeded from small integers, never this.
@@ -53,8 +53,9 @@ def demo_pairs(size: int = DEMO_SIZE, per_category: int = PER_CATEGORY, protocol
 
 
 def has_psf(protocol) -> bool:
-    """Whether the protocol's pairs come from one PSF per pair, which the input-units mass ratio needs."""
-    return protocol.pairs.model == "psf"
+    """Whether the input-units mass ratio applies to the protocol's pairs: one PSF per pair, and the phantom
+    (a concentration map) as the target."""
+    return protocol.pairs.model == "psf" and protocol.pairs.target == "phantom"
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -91,12 +92,12 @@ def metrics_table(rows: list[dict]) -> tuple[str, dict[str, float]]:
               "|---|---|---|---|---|---|---|---|---|---|"]
     for category in sorted({r["category"] for r in rows}):
         group = [r for r in rows if r["category"] == category]
-        values = {q: _mean(group, f"{q}_out") for q in ("psnr", "ssim", *QUANTITIES, "input_mass_ratio")}
+        values = {q: _mean(group, f"{q}_out") for q in ("psnr", "ssim", *QUANTITIES, INPUT_MASS)}
         lin = _pooled_linearity(group) if category == "sensitivity" else {}
         mean.update({f"{q}_{category}": v for q, v in {**values, **lin}.items()})
         lines.append(
             f"| {category} | {len(group)} | {values['psnr']:.2f} | {values['ssim']:.3f} | "
-            f"{_cell(values['mass_ratio'], 3)} | {_cell(values['input_mass_ratio'], 3)} | "
+            f"{_cell(values['mass_ratio'], 3)} | {_cell(values[INPUT_MASS], 3)} | "
             f"{_cell(values['interior_fill'], 3)} | "
             f"{_cell(values['negative_fraction'], 4)} | {_cell(lin.get('linearity_slope', np.nan), 3)} | "
             f"{_cell(lin.get('linearity_r2', np.nan), 4)} |"
@@ -130,12 +131,12 @@ def score_pairs(restoration, pairs) -> tuple[list[dict], list[tuple]]:
         true, restored = dot_means(output, gt) if category == "sensitivity" else (np.zeros(0), np.zeros(0))
         input_mass = float("nan")
         if physics:
-            scan, blur, target_scale = physics  # the PSF depends on gradient·spacing only: spacing 1 mm
-            input_mass = input_units_mass_ratio(output, gt, lq, ScanGeometry(scan, blur, 1.0), target_scale)
+            scan, blur, target_scale = physics
+            input_mass = input_units_mass_ratio(output, gt, lq, ScanGeometry.from_blur(scan, blur), target_scale)
         rows.append({"name": name, "category": category, **{f"{k}_in": float(v) for k, v in s_in.items()},
                      **{f"{k}_out": float(v) for k, v in s_out.items()},
                      **{f"{k}_out": v for k, v in quantities(output, gt).items() if k in QUANTITIES},
-                     "input_mass_ratio_out": input_mass, "dots_true": true, "dots_out": restored})
+                     f"{INPUT_MASS}_out": input_mass, "dots_true": true, "dots_out": restored})
         if index < PER_CATEGORY:  # the figure stays readable: at most 2 rows a category
             figure_rows.append((name, lq, output, gt))
     return rows, figure_rows

@@ -27,6 +27,7 @@ given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -41,6 +42,12 @@ class ScanGeometry:
     scan: str  # drive axis, "x" (columns) or "z" (rows)
     gradient: float  # T/m
     spacing_mm: float
+
+    @classmethod
+    def from_blur(cls, scan: str, blur: float) -> "ScanGeometry":
+        """The geometry of a scan known by gradient·spacing (T/m·mm) alone, which is all the x-space PSF
+        depends on (ξ = k·G·r, r = pixel offset·spacing): pixels of 1 mm at that gradient."""
+        return cls(scan, float(blur), 1.0)
 
     def __post_init__(self):
         if self.scan not in ("x", "z"):
@@ -110,10 +117,17 @@ def _rms(ax: torch.Tensor, y: torch.Tensor, s: float, b: float) -> float:
     return float((s * ax + b - y).pow(2).mean().sqrt())
 
 
+@lru_cache(maxsize=8)
+def _forward(shape: tuple[int, int], geometry: ScanGeometry) -> Forward:
+    """One forward model per (shape, geometry): scoring a set builds each pair's PSF spectrum once for every
+    model restoring it."""
+    return Forward(shape, geometry)
+
+
 def fit_to_input(x, y, geometry: ScanGeometry) -> tuple[float, float, float]:
     """(s, b, RMS of s·A(x) + b − y) with the best scale s and offset b of x's blur to the input y."""
     x_t, y_t = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y))
-    ax = Forward(tuple(y_t.shape), geometry)(x_t)
+    ax = _forward(tuple(y_t.shape), geometry)(x_t)
     s, b = best_fit(ax, y_t)
     return s, b, _rms(ax, y_t, s, b)
 

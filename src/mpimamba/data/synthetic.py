@@ -208,7 +208,7 @@ def _write_dataset(out: str | Path, count: int, size: int, protocol: Protocol, s
         "format": fmt,
         "counts": {"total": count, **counts},
         "categories": {f"{i:06d}": c for i, c in enumerate(categories)},  # file stem -> phantom category
-        "pairs": {f"{i:06d}": record for i, record in enumerate(drawn_with)},  # file stem -> how it was drawn
+        "drawn": {f"{i:06d}": record for i, record in enumerate(drawn_with)},  # file stem -> how it was drawn
     }
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest

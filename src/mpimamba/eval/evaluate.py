@@ -51,10 +51,9 @@ from ..train.config import RUNTIME_FIELDS, TrainConfig
 from . import resolution
 from .figures import save_comparison, save_grid, save_profiles
 from .metrics import CONVENTIONS, scores
-from .quantitative import LINEARITY, QUANTITIES, finite_mean, input_units_mass_ratio, quantities
+from .quantitative import INPUT_MASS, LINEARITY, QUANTITIES, finite_mean, input_units_mass_ratio, quantities
 
 METRICS = ("psnr", "ssim", "nrmse")
-INPUT_MASS = "input_mass_ratio"  # the mass ratio in the input's units: simulated sets whose manifest has pairs
 PER_IMAGE = (*METRICS, *QUANTITIES, INPUT_MASS, *LINEARITY)  # every per-image column of scores.csv
 DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4, "mass_ratio": 3, "interior_fill": 3, "negative_fraction": 4,
           INPUT_MASS: 3, "linearity_slope": 3, "linearity_r2": 4}  # decimals every results table shows
@@ -252,18 +251,32 @@ def _category_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIR_FIELDS = ("model", "scan", "gradient", "spacing_mm", "target_scale")  # of a manifest's "drawn" record
+
+
+def _drawn_records(manifest: dict) -> dict[str, dict]:
+    """{file stem: its manifest record} of the pairs whose input-units mass ratio applies (`data.synthetic`
+    records each pair's forward model and PSF): pairs of the PSF model with the phantom as the target (an
+    isotropic target is itself a blurred image, not a concentration map). Empty for a user's dataset or a
+    manifest written before the records; a record without every field of PAIR_FIELDS is left out."""
+    drawn = manifest.get("drawn")
+    pairs = (manifest.get("protocol") or {}).get("pairs") or {}
+    if not isinstance(drawn, dict) or pairs.get("target", "phantom") != "phantom":
+        return {}
+    return {stem: record for stem, record in drawn.items()
+            if isinstance(record, dict) and record.get("model") == "psf"
+            and all(k in record for k in PAIR_FIELDS)}
+
+
 def _input_mass(result: np.ndarray, gt: np.ndarray, lq: np.ndarray, pair: dict | None) -> float:
-    """The input-units mass ratio of one image from its manifest record (`data.synthetic`); NaN for a pair
-    without one (a user's dataset, an older manifest) or whose input is no single PSF's (the x-space model)."""
+    """The input-units mass ratio of one restored image from its pair's record (`_drawn_records`); NaN
+    without one."""
     from ..refine import ScanGeometry
 
-    if not isinstance(pair, dict) or pair.get("model") != "psf" or lq.shape != gt.shape:
+    if pair is None:
         return float("nan")
-    try:
-        geometry = ScanGeometry(pair["scan"], float(pair["gradient"]), float(pair["spacing_mm"]))
-        return input_units_mass_ratio(result, gt, lq, geometry, float(pair["target_scale"]))
-    except (KeyError, TypeError, ValueError):  # a record edited by hand: the column stays empty
-        return float("nan")
+    geometry = ScanGeometry(pair["scan"], float(pair["gradient"]), float(pair["spacing_mm"]))
+    return input_units_mass_ratio(result, gt, lq, geometry, float(pair["target_scale"]))
 
 
 def _manifest(data_root: Path) -> dict:
@@ -334,7 +347,7 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     manifest = _manifest(data_root)
     categories = manifest.get("categories", {}) if isinstance(manifest.get("categories"), dict) else {}
     chart = _chart(manifest)
-    drawn = manifest.get("pairs", {}) if isinstance(manifest.get("pairs"), dict) else {}
+    drawn = _drawn_records(manifest)
 
     rows: list[dict] = []
     grid: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]] = {}
@@ -345,13 +358,14 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
         resolved[TARGET] = {"label": TARGET, **resolution.measure(chart.targets, chart)}
 
     def record(model_name: str, label: str, checkpoint: str, name: str, result: np.ndarray, gt: np.ndarray,
-               lq: np.ndarray):
+               lq: np.ndarray | None):
         s = scores(result, gt, convention)
         category = categories.get(Path(name).stem, "")
         rows.append({"image": name, "category": category, "model": model_name, "label": label,
                      "checkpoint": checkpoint, **{m: float(s[m]) for m in METRICS},
                      **quantities(result, gt, sensitivity=category == "sensitivity"),
-                     INPUT_MASS: _input_mass(result, gt, lq, drawn.get(Path(name).stem))})
+                     INPUT_MASS: _input_mass(result, gt, lq, drawn.get(Path(name).stem)) if lq is not None
+                     else float("nan")})
 
     # every model is loaded once and every pair read once: each image goes through all models in turn
     restorations = [Restoration(load_model(c.path, map_location=device), normalise=normalise, tile=tile,
@@ -359,7 +373,8 @@ def _evaluate(models, data_root, split, out, convention, tile, overlap, device, 
     bar = tqdm(total=len(checkpoints) * len(dataset), desc="evaluate", unit="img")
     for i, name in enumerate(dataset.names):
         lq, gt = dataset.read_pair(i)
-        record(INPUT, INPUT, "", name, lq, gt, lq)  # the reference line: the input scored against the target
+        # the reference line: the input scored against the target (a blurred image: no input-units mass)
+        record(INPUT, INPUT, "", name, lq, gt, None)
         for ckpt, restoration in zip(checkpoints, restorations):
             restored = restoration(lq, name=f"{data_root}/{split}/lq/{name}")
             record(ckpt.name, ckpt.label, str(ckpt.path), name, restored, gt, lq)

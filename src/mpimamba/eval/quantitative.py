@@ -16,7 +16,9 @@ the image (no filled region, fewer than three dots).
                         against the target times the simulator's `target_scale`. Both images are divided by
                         their own maximum, so the plain mass ratio also scores the ratio of the hottest,
                         smallest structure to the rest (the peak the blur determines least); this one does
-                        not depend on where the output puts its maximum, only on how much tracer it places.
+                        not depend on the output's own scale (its maximum), only on how much tracer it places
+                        where (the fitted s also follows the output's shape). Only for the phantom target
+                        (a concentration map): an isotropic target is itself a blurred image.
     linearity           on a sensitivity phantom (dots of graded concentration): each dot's mean in the
                         output against its mean in the target, both over the dot (target above 0.1 % of
                         its peak) eroded by one pixel; the
@@ -35,6 +37,7 @@ ERODE = 3  # pixels removed from the edge of filled regions: the blur at edges i
 DOT_ERODE = 1
 DOT_LEVEL = 1e-3  # a sensitivity dot is where the target exceeds this share of its peak
 QUANTITIES = ("mass_ratio", "interior_fill", "negative_fraction")
+INPUT_MASS = "input_mass_ratio"  # input_units_mass_ratio's column: pairs whose PSF and target_scale are known
 LINEARITY = ("linearity_slope", "linearity_r2")
 
 

@@ -213,7 +213,7 @@ def make_pairs(rng: np.random.Generator, config: PairConfig, size: int, count: i
     spacings = _draw(rng, config.spacing_mm, count)
 
     native = _native(phantoms, scans, gradients, spacings, config)  # (N, S, S) at unit concentration
-    peak = native.reshape(count, -1).max(axis=1)[:, None, None]
+    peak = _peaks(native)[:, None, None]
     lq = conc[:, None, None] * native + background[:, None, None] * peak
     snr_db = np.full(count, np.inf)
     if config.snr_db is not None:

@@ -9,8 +9,8 @@ Outputs in the run folder RUN (rank 0 only):
 - `checkpoint.pt` every `ckpt_every` steps, at the end of each phase, at least every `ckpt_minutes` of
   wall time, and when the run is asked to stop (Ctrl-C), always after a completed optimiser step and
   written atomically: model, optimiser, scheduler, phase, step and config (and the weight average of
-  `ema_decay`, `train.ema`). `resume=True` continues from it. A loss that is not finite stops the run (`TrainingDiverged`) without writing one, so the last
-  checkpoint on disk is the last good state.
+  `ema_decay`, `train.ema`). `resume=True` continues from it. A loss that is not finite stops the run
+  (`TrainingDiverged`) without writing one, so the last checkpoint on disk is the last good state.
 - `log.csv` (+ TensorBoard events when installed; `val_psnr` scores the inference output `model(lq)`,
   see `validate`), `config.json`, and the final model as
   `model.safetensors` + `model.json` (loadable with `mpimamba.models.load_model`). With `ema_decay`, the
