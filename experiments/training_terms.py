@@ -1,8 +1,8 @@
 """What a training term gives: the physics-consistency term (`--term physics`: `--physics-weight`,
-`refine.consistency_loss`) or the local-mass term (`--term mass`: `--mass-weight`,
-`train.terms.local_mass_loss`). The shipped model is fine-tuned with phase 2 only, the same steps, data,
-patch sizes and seed, once per weight (weight 0 is the control: the same fine-tuning without the term),
-each scored on
+`refine.consistency_loss`), the local-mass term (`--term mass`: `--mass-weight`,
+`train.terms.local_mass_loss`) or the weight average (`--term ema`: `--ema-decay`, `train.ema`; its
+"weights" are decays). The shipped model is fine-tuned with phase 2 only, the same steps, data, patch sizes
+and seed, once per weight (weight 0 is the control: the same fine-tuning without the term), each scored on
 
 - the 40 demo pairs (`mpimamba demo --per-category 8`: the shipped model's protocol, 128x128, a seed
   space no training stream uses): PSNR / SSIM gain over the input, mass ratio and interior fill per
@@ -13,6 +13,11 @@ each scored on
     python experiments/training_terms.py --term physics      # ~35 min on a 2-core CPU at 1 thread
     python experiments/training_terms.py --term mass --weights 0 1 3 --mixed-patch 128x2   # ~45 min
     python experiments/training_terms.py --term mass --weights 0 1 --steps 100
+    python experiments/training_terms.py --term ema --weights 0 0.99 --steps 400 --mixed-patch 128x2 \
+        --val-every 25                                                                  # ~50 min
+
+The validation PSNR along each run (8 images, `--val-every`) is tabulated too: an average of the weights
+differs from the weights most while the learning rate is high.
 
 Runs go to runs/experiments/<term>-weight/w<weight> (resumable; a finished run is reused, never
 committed); the results go to experiments/results/<term>-weight.md and .json (refused if they exist,
@@ -47,7 +52,8 @@ from mpimamba.threads import configure_threads
 
 # term -> (TrainConfig field of its weight, the results' title)
 TERMS = {"physics": ("physics_weight", "The physics-consistency training term (`--physics-weight`)"),
-         "mass": ("mass_weight", "The local-mass training term (`--mass-weight`)")}
+         "mass": ("mass_weight", "The local-mass training term (`--mass-weight`)"),
+         "ema": ("ema_decay", "The moving average of the weights (`--ema-decay`)")}
 OUTSIDE = dict(gradient=4.0, spacing_mm=0.5)  # training: 5-12 T/m, 0.2-0.5 mm (G·spacing 1-6: this is 2)
 OUTSIDE_COUNT = 20
 OUTSIDE_ENTROPY = 0x0F15_1C5  # a seed space of its own (the demo's is demo.DEMO_ENTROPY)
@@ -103,6 +109,7 @@ def main() -> None:
                    help="batches of B patches of P px taking turns with the 64-px ones (as the shipped model's "
                         "last stage: 128x2)")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--val-every", type=int, help="validate every K steps (default: at the end only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=Path, help="default runs/experiments/<term>-weight")
     p.add_argument("--overwrite", action="store_true")
@@ -118,7 +125,7 @@ def main() -> None:
     for w in args.weights:
         cfg = TrainConfig(protocol=protocol, init=str(pretrained.model_path()), phases=("phase2",),
                           steps=args.steps, batch=args.batch, lr=args.lr, mixed_patches=tuple(args.mixed_patch),
-                          device="cpu", ckpt_every=50 * sizes, val_every=args.steps, val_images=8,
+                          device="cpu", ckpt_every=50 * sizes, val_every=args.val_every or args.steps, val_images=8,
                           out=str(runs_dir / f"w{w:g}"), **{field: w})
         runs[f"weight {w:g}"] = common.run_training(cfg)
     sets = scored_pairs(protocol)
@@ -132,13 +139,23 @@ def main() -> None:
             "fine-tuning": f"phase 2 only from the shipped model, {args.steps} steps, batch {args.batch} at patch "
                            f"{cfg.patch}{mixed}, lr {args.lr}, seed {cfg.seed}, {common.describe(protocol)}",
             "wall seconds": f"{time.perf_counter() - started:.0f}"}
-    write_text_atomic(common.RESULTS / f"{name}.json", json.dumps(dict(meta=meta, table=table), indent=1) + "\n")
-    text = render(table, meta, title)
+    curves = {label: validation_curve(run) for label, run in runs.items()}
+    write_text_atomic(common.RESULTS / f"{name}.json",
+                      json.dumps(dict(meta=meta, table=table, validation=curves), indent=1) + "\n")
+    text = render(table, meta, title, curves)
     write_text_atomic(common.RESULTS / f"{name}.md", text)
     print(text)
 
 
-def render(table: dict, meta: dict, title: str) -> str:
+def validation_curve(run: Path) -> dict[int, float]:
+    """{step: validation PSNR} from a run's log.csv."""
+    import csv
+
+    with open(Path(run) / "log.csv", newline="") as f:
+        return {int(r["step"]): float(r["val_psnr"]) for r in csv.DictReader(f) if r.get("val_psnr")}
+
+
+def render(table: dict, meta: dict, title: str, curves: dict | None = None) -> str:
     lines = [f"# {title}", "", "Generated by `experiments/training_terms.py`; do not edit by hand.", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     for name in next(iter(table.values())):
@@ -152,6 +169,12 @@ def render(table: dict, meta: dict, title: str) -> str:
                          f"{r['ssim_gain']:+.3f} | {r['residual']:.4f} | {per(r['mass'])} | {per(r['fill'])} |")
     lines += ["", "residual: `refine.consistency_loss` of the output against its input (the training term "
               "itself; 0 when the output blurred by the pair's PSF explains the input up to scale and offset)."]
+    if curves and any(len(c) > 2 for c in curves.values()):
+        steps = sorted({s for c in curves.values() for s in c})
+        lines += ["", "## Validation PSNR along the runs (8 images)", "",
+                  "| run | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        lines += [f"| {label} | " + " | ".join(f"{c[s]:.2f}" if s in c else "" for s in steps) + " |"
+                  for label, c in curves.items()]
     return "\n".join(lines) + "\n"
 
 
