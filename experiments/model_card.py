@@ -210,7 +210,9 @@ def _flip_section(model, protocol: Protocol, plain: dict) -> str:
     return ("## Flip averaging\n"
             "`--flip-average` (calibrate, evaluate and demo alike) restores each image and its mirror images along x, "
             "along z and along both, mirrors the four restorations back and averages them: the x-space PSF is even in "
-            "each coordinate, so a mirrored image is an input of the same physics. It costs 4× the time and is off by "
+            "each coordinate, so a mirrored image is an input of the same physics. That holds for the simulated "
+            "(adiabatic) PSF; on a scanner whose particles relax, the PSF is skewed along the drive direction and a "
+            "mirrored image is not, so check it on a phantom of that scanner first. It costs 4× the time and is off by "
             f"default (the tables score every method without it). On the {len(rows)} demo pairs: PSNR gain "
             f"{plain['psnr_out'] - plain['psnr_in']:+.2f} dB without it, {flipped['psnr_out'] - flipped['psnr_in']:+.2f} "
             f"dB with it; SSIM {plain['ssim_out']:.3f} → {flipped['ssim_out']:.3f}; mass ratio per category {mass}.")
