@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from mpimamba.train.terms import local_mass_loss
+from mpimamba.train.terms import local_mass_loss, squared_error_loss
 
 
 def test_local_mass_loss_counts_tracer_per_block_not_its_position():
@@ -37,6 +37,26 @@ def test_local_mass_loss_partial_blocks_and_gradient():
         local_mass_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 16))
 
 
+def test_squared_error_loss_values_and_gradient():
+    gt = torch.zeros(1, 1, 4, 4)
+    out = gt.clone()
+    out[..., 0, 0] = 2.0  # one pixel off by 2 of 16: (2^2) / 16
+    assert float(squared_error_loss(out, gt)) == pytest.approx(4 / 16)
+    out.requires_grad_(True)
+    squared_error_loss(out, gt).backward()
+    assert float(out.grad[0, 0, 0, 0]) == pytest.approx(2 * 2 / 16) and float(out.grad[0, 0, 1, 1]) == 0.0
+    # what it is for: against a line that lies in one of two rows with equal chance, the pixel L1 is the same
+    # for any level in [0, 1] of a half-bright guess in both rows, the squared error is least at the mean, 0.5
+    a, b = torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1)
+    a[..., 0, 0], b[..., 1, 0] = 1.0, 1.0
+    expected = lambda loss, level: float(loss(torch.full_like(a, level), a) + loss(torch.full_like(b, level), b))  # noqa: E731
+    l1 = torch.nn.functional.l1_loss
+    assert expected(l1, 0.0) == pytest.approx(expected(l1, 0.5)) == pytest.approx(expected(l1, 1.0))
+    assert expected(squared_error_loss, 0.5) < min(expected(squared_error_loss, 0.0), expected(squared_error_loss, 1.0))
+    with pytest.raises(ValueError, match="one shape"):
+        squared_error_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 16))
+
+
 def _tiny_training_log(out, *extra) -> list[dict]:
     """The step rows of log.csv of a 3-step tiny NAFNet run on the simulated stream, with `extra` flags."""
     from mpimamba.cli import main
@@ -64,20 +84,23 @@ def test_training_with_the_physics_term(tmp_path):
         TrainConfig(data=str(tmp_path), physics_weight=0.5)
 
 
-def test_training_with_the_mass_term(tmp_path):
-    """--mass-weight adds the term to every step's loss (the first loss, same weights and batch, differs by
-    exactly the logged term), is stored with the run, and is refused when negative or not finite."""
+@pytest.mark.parametrize("column, weight", [("mass", 2.0), ("mse", 10.0)])
+def test_training_with_a_weighted_term(tmp_path, column, weight):
+    """--mass-weight / --mse-weight add their term to every step's loss (the first loss, same weights and
+    batch, differs by exactly the logged term times its weight), are stored with the run, and are refused
+    when negative or not finite."""
     from mpimamba.train import TrainConfig
 
     plain = _tiny_training_log(tmp_path / "plain")
-    mass = _tiny_training_log(tmp_path / "mass", "--mass-weight", "2.0")
-    assert len(plain) == len(mass) == 3 and all(r["mass"] == "" for r in plain)
-    term = float(mass[0]["mass"])
-    assert term > 0 and float(mass[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + 2.0 * term, rel=1e-4)
-    assert TrainConfig.from_json(tmp_path / "mass" / "config.json").mass_weight == 2.0
+    with_term = _tiny_training_log(tmp_path / column, f"--{column}-weight", str(weight))
+    assert len(plain) == len(with_term) == 3 and all(r[column] == "" for r in plain)
+    term = float(with_term[0][column])
+    assert term > 0
+    assert float(with_term[0]["loss"]) == pytest.approx(float(plain[0]["loss"]) + weight * term, rel=1e-4)
+    assert getattr(TrainConfig.from_json(tmp_path / column / "config.json"), f"{column}_weight") == weight
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="mass_weight"):
-            TrainConfig(mass_weight=bad)
+        with pytest.raises(ValueError, match=f"{column}_weight"):
+            TrainConfig(**{f"{column}_weight": bad})
 
 
 def test_resumed_log_of_an_older_version_is_padded_to_the_new_columns(tmp_path):

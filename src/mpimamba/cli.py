@@ -180,6 +180,9 @@ def _add_train(sub) -> None:
     p.add_argument("--mass-weight", type=float, dest="mass_weight",
                    help="weight of the local-mass term (the tracer per 8x8 block of output and target must agree; "
                         "counters thin structures coming back too faint; default 0 = off)")
+    p.add_argument("--mse-weight", type=float, dest="mse_weight",
+                   help="weight of the squared-error term (mean squared pixel error beside the L1 loss: the "
+                        "conditional mean instead of the median, what PSNR scores; default 0 = off)")
     p.add_argument("--ema-decay", type=float, dest="ema_decay",
                    help="validate and write an exponential moving average of the weights over about 1/(1-D) steps "
                         "(e.g. 0.999; default 0 = off)")
@@ -225,7 +228,7 @@ def _run_train(args) -> None:
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
-                                           "warmup_steps", "ema_decay", "label", "device", "workers",
+                                           "mse_weight", "warmup_steps", "ema_decay", "label", "device", "workers",
                                            "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:

@@ -62,7 +62,7 @@ from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
 from .ema import WeightAverage
 from .log import RunLog
-from .terms import local_mass_loss
+from .terms import local_mass_loss, squared_error_loss
 
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
@@ -546,6 +546,10 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             if cfg.mass_weight > 0:
                 mass = local_mass_loss(result["output"], gt)
                 loss = loss + cfg.mass_weight * mass
+            mse = None
+            if cfg.mse_weight > 0:
+                mse = squared_error_loss(result["output"], gt)
+                loss = loss + cfg.mse_weight * mse
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -569,7 +573,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                     val_loss, val_psnr = validated()
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
                           val_psnr=val_psnr, physics=None if physics is None else physics.item(),
-                          mass=None if mass is None else mass.item())
+                          mass=None if mass is None else mass.item(), mse=None if mse is None else mse.item())
             # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
             # the wall-clock rule differs from rank to rank by the moments their clocks are read
             if distributed.any_rank(ctx, checkpoints.due(done)):
