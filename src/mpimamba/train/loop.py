@@ -538,18 +538,15 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             lr = opt.param_groups[0]["lr"]
             result = net(lq, gt)
             loss = result["loss"]
-            physics = None
+            terms = {}  # log column -> (weight, the term before its weight), for the terms switched on
             if cfg.physics_weight > 0:
-                physics = consistency_loss(result["output"], lq, geometry[0].to(lq.device))
-                loss = loss + cfg.physics_weight * physics
-            mass = None
+                terms["physics"] = cfg.physics_weight, consistency_loss(result["output"], lq, geometry[0].to(lq.device))
             if cfg.mass_weight > 0:
-                mass = local_mass_loss(result["output"], gt)
-                loss = loss + cfg.mass_weight * mass
-            mse = None
+                terms["mass"] = cfg.mass_weight, local_mass_loss(result["output"], gt)
             if cfg.mse_weight > 0:
-                mse = squared_error_loss(result["output"], gt)
-                loss = loss + cfg.mse_weight * mse
+                terms["mse"] = cfg.mse_weight, squared_error_loss(result["output"], gt)
+            for weight, term in terms.values():
+                loss = loss + weight * term
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -572,8 +569,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 if done % cfg.val_every == 0 or done == cfg.steps:
                     val_loss, val_psnr = validated()
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
-                          val_psnr=val_psnr, physics=None if physics is None else physics.item(),
-                          mass=None if mass is None else mass.item(), mse=None if mse is None else mse.item())
+                          val_psnr=val_psnr, **{name: term.item() for name, (_, term) in terms.items()})
             # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
             # the wall-clock rule differs from rank to rank by the moments their clocks are read
             if distributed.any_rank(ctx, checkpoints.due(done)):
