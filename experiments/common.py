@@ -62,6 +62,14 @@ class Row:
     settings: dict
 
 
+def labelled_model(text: str) -> tuple[str, Path]:
+    """argparse type of a NAME=PATH argument naming a model file (scripts that compare several models)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH to a model file, got {text!r}")
+    return name, Path(path)
+
+
 def parser(doc: str, *, steps: int, batch: int, seeds: list[int], test_count: int) -> argparse.ArgumentParser:
     """The options every table has; `doc` (the script's docstring) is the --help text."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -167,6 +167,11 @@ def _trained(protocol: Protocol, gradient: float, spacing: float) -> str:
     return "yes" if ok else "no"
 
 
+def chart_cells(measured: dict[str, float]) -> str:
+    """`resolution.measure`'s COLUMNS as table cells, in mm (– where a pair is never resolved)."""
+    return " | ".join(f"{measured[c]:.2f}" if np.isfinite(measured[c]) else "–" for c in resolution.COLUMNS)
+
+
 def _resolution_section(restoration: Restoration, trained: Protocol) -> tuple[str, dict]:
     lines = ["## Resolution",
              "Noise-free point-source chart (`mpimamba.eval.resolution`): FWHM and smallest spacing resolved by the "
@@ -180,7 +185,7 @@ def _resolution_section(restoration: Restoration, trained: Protocol) -> tuple[st
         for name, images in (("input", chart.inputs), ("output", outputs)):
             m = resolution.measure(images, chart)
             measured.setdefault((scan, gradient, spacing), {})[name] = m
-            cells = " | ".join(f"{m[c]:.2f}" if np.isfinite(m[c]) else "–" for c in resolution.COLUMNS)
+            cells = chart_cells(m)
             lines.append(f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {_trained(trained, gradient, spacing)} | "
                          f"{name} | {cells} |")
     return "\n".join(lines), measured

@@ -5,10 +5,10 @@
 
 Each model restores the noise-free point-source chart (`mpimamba.eval.resolution`) at the model card's scan
 settings (`model_card.CHART_SETTINGS`: x and z scans at 9 T/m and 0.25 mm, and x scans outside and at the edge
-of the training ranges) through `infer.Restoration`, as `calibrate` does. Why: a training term can raise
-PSNR by spreading a point whose place the blur leaves uncertain (`results/mse-polish2.md`), which PSNR and the
-mass ratio do not show and the FWHM along the drive axis does. Prints a table (FWHM and smallest resolved
-spacing in mm, the input's row first); seconds per model on a 2-core CPU.
+of the training ranges) through `infer.Restoration`, as `calibrate` does. Why: a fine-tuning stage can widen
+the restored point while its PSNR rises (`results/mse-polish2.md`: 0.90 -> 1.08 mm along the drive axis), which
+PSNR and the mass ratio do not show and the FWHM does. Prints a table (FWHM and smallest resolved spacing in mm,
+the input's row first); ~25 s per model on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import argparse
 
 import numpy as np
 
-from model_card import CHART_SETTINGS
-from tile_size import _labelled
+import common
+from model_card import CHART_SETTINGS, chart_cells
 from mpimamba.eval import resolution
 from mpimamba.infer import Restoration
 from mpimamba.models.checkpoint import load_model
@@ -26,15 +26,14 @@ from mpimamba.threads import configure_threads
 
 
 def _row(label: str, setting: tuple, images: np.ndarray, chart: resolution.Chart) -> str:
-    m = resolution.measure(images, chart)
-    cells = " | ".join(f"{m[c]:.2f}" if np.isfinite(m[c]) else "–" for c in resolution.COLUMNS)
     scan, gradient, spacing = setting
+    cells = chart_cells(resolution.measure(images, chart))
     return f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {label} | {cells} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=_labelled, help="NAME=PATH of each model (.safetensors)")
+    parser.add_argument("models", nargs="+", type=common.labelled_model, help="NAME=PATH of each model (.safetensors)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     configure_threads(args.threads)

@@ -30,16 +30,9 @@ from mpimamba.threads import configure_threads
 CATEGORIES = sorted(DEFAULT_CATEGORIES)  # the demo's categories, in its order
 
 
-def _labelled(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH to a model file, got {text!r}")
-    return name, Path(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=_labelled, help="NAME=PATH of each model (.safetensors)")
+    parser.add_argument("models", nargs="+", type=common.labelled_model, help="NAME=PATH of each model (.safetensors)")
     parser.add_argument("--tiles", nargs="+", type=int, default=[0, 64, 96], help="tile sides; 0 = whole image")
     parser.add_argument("--per-category", type=int, default=8)
     parser.add_argument("--out", type=Path, default=common.REPO / "experiments" / "results" / "tile-size.md")
