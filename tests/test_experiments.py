@@ -371,3 +371,31 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
     polish = trained[-1]  # 64-px batches of 8 on `multiscale` as it is, taking turns with 128-px batches of 2
     assert polish.sizes == ((64, 8), (128, 2)) and polish.protocol.canvas == (64, 256)
     assert polish.mass_weight == 1.5 and trained[-2].mass_weight == 0  # the term in the polish stage only
+
+
+def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result(monkeypatch, tmp_path):
+    """average_weights.py: share 0.25 gives 0.75 * first + 0.25 * second tensor by tensor, as a model that
+    loads; a different network, a share outside [0, 1] and an existing result are refused."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import average_weights
+
+    from mpimamba.models import build
+    from mpimamba.models.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    first = save_model(build("mpi_mamba", "tiny"), tmp_path / "a" / "model")
+    second = save_model(build("mpi_mamba", "tiny"), tmp_path / "b" / "model", extra={"label": "stage"})
+    written = average_weights.main([str(first), str(second), "--share", "0.25", "--out", str(tmp_path / "avg")])
+    a, b, avg = (load_file(str(path)) for path in (first, second, written))
+    assert any(not torch.equal(a[key], b[key]) for key in a)  # two different models, or the check is empty
+    for key in a:
+        torch.testing.assert_close(avg[key], 0.75 * a[key] + 0.25 * b[key])
+    assert load_model(written).build_config["method"] == "mpi_mamba"
+
+    other = save_model(build("nafnet", "tiny"), tmp_path / "c" / "model")
+    for argv in ([str(first), str(other), "--share", "0.5", "--out", str(tmp_path / "x")],
+                 [str(first), str(second), "--share", "1.5", "--out", str(tmp_path / "x")],
+                 [str(first), str(second), "--share", "0.5", "--out", str(tmp_path / "avg")]):
+        with pytest.raises(SystemExit):
+            average_weights.main(argv)
+    assert torch.equal(load_file(str(written))[next(iter(a))], avg[next(iter(a))])  # the existing result kept
