@@ -66,6 +66,8 @@ def main() -> None:
                         help="polish stage: weight of the local-mass term (train.terms; default 0 = off)")
     parser.add_argument("--polish-mse-weight", type=float, default=0.0,
                         help="polish stage: weight of the squared-error term (train.terms; default 0 = off)")
+    parser.add_argument("--polish-edge-weight", type=float, default=0.0,
+                        help="polish stage: weight of the edge term (train.terms; default 0 = off)")
     parser.add_argument("--polish-mixed-patch", type=patch_and_batch, action="append", default=[], metavar="PxB",
                         help="polish stage: also batches of B patches of P px, taking turns with the polish patch and "
                              "batch (TrainConfig.mixed_patches), e.g. 128x2 beside 64-px batches of 8")
@@ -98,7 +100,7 @@ def main() -> None:
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
                          lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
                          mixed_patches=tuple(args.polish_mixed_patch), mass_weight=args.polish_mass_weight,
-                         mse_weight=args.polish_mse_weight,
+                         mse_weight=args.polish_mse_weight, edge_weight=args.polish_edge_weight,
                          warmup_steps=args.polish_warmup, ema_decay=args.polish_ema,
                          **{**shared, "patch": polish_patch, "batch": args.polish_batch or args.batch})
     start = time.perf_counter()

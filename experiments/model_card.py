@@ -66,7 +66,8 @@ def _schedule(t: dict, seed) -> str:
     mixed = "".join(f" taking turns with batches of {b} at patch {p}" for p, b in t.get("mixed_patches") or [])
     terms = [f"{t[key]:g} × the {name} term" for key, name in (("physics_weight", "physics-consistency"),
                                                                 ("mass_weight", "local-mass"),
-                                                                ("mse_weight", "squared-error")) if t.get(key)]
+                                                                ("mse_weight", "squared-error"),
+                                                                ("edge_weight", "edge")) if t.get(key)]
     loss = f", loss: the network's own + {' + '.join(terms)}" if terms else ""
     warmup = f"a linear warmup over {t['warmup_steps']} steps, " if t.get("warmup_steps") else ""
     ema = (f", the model written is the moving average of its weights (decay {t['ema_decay']:g})"

@@ -1,7 +1,8 @@
 """What a training term gives: the physics-consistency term (`--term physics`: `--physics-weight`,
 `refine.consistency_loss`), the local-mass term (`--term mass`: `--mass-weight`,
 `train.terms.local_mass_loss`), the squared-error term (`--term mse`: `--mse-weight`,
-`train.terms.squared_error_loss`) or the weight average (`--term ema`: `--ema-decay`, `train.ema`; its
+`train.terms.squared_error_loss`), the edge term (`--term edge`: `--edge-weight`, `train.terms.edge_loss`)
+or the weight average (`--term ema`: `--ema-decay`, `train.ema`; its
 "weights" are decays). The shipped model is fine-tuned with phase 2 only, the same steps, data, patch sizes
 and seed, once per weight (weight 0 is the control: the same fine-tuning without the term), each scored on
 
@@ -55,6 +56,7 @@ from mpimamba.threads import configure_threads
 TERMS = {"physics": ("physics_weight", "The physics-consistency training term (`--physics-weight`)"),
          "mass": ("mass_weight", "The local-mass training term (`--mass-weight`)"),
          "mse": ("mse_weight", "The squared-error training term (`--mse-weight`)"),
+         "edge": ("edge_weight", "The edge training term (`--edge-weight`)"),
          "ema": ("ema_decay", "The moving average of the weights (`--ema-decay`)")}
 OUTSIDE = dict(gradient=4.0, spacing_mm=0.5)  # training: 5-12 T/m, 0.2-0.5 mm (G·spacing 1-6: this is 2)
 OUTSIDE_COUNT = 20

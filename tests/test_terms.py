@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from mpimamba.train.terms import local_mass_loss, squared_error_loss
+from mpimamba.train.terms import edge_loss, local_mass_loss, squared_error_loss
 
 
 def test_local_mass_loss_counts_tracer_per_block_not_its_position():
@@ -57,6 +57,30 @@ def test_squared_error_loss_values_and_gradient():
         squared_error_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 16))
 
 
+def test_edge_loss_values_gradient_and_its_weight_by_spatial_frequency():
+    gt = torch.zeros(1, 1, 3, 3)
+    gt[..., 1, 1] = 1.0  # one bright pixel: 2 differences of 1 along W (of 6), 2 along H (of 6)
+    assert float(edge_loss(gt, gt)) == 0.0
+    assert float(edge_loss(torch.zeros_like(gt), gt)) == pytest.approx(2 / 6 + 2 / 6)
+    assert float(edge_loss(gt + 0.3, gt)) == pytest.approx(0.0, abs=1e-6)  # an offset has no gradient
+    out = torch.zeros_like(gt, requires_grad=True)
+    edge_loss(out, gt).backward()
+    # the centre pixel is in 4 differences, each pulling it up by 1/6
+    assert float(out.grad[0, 0, 1, 1]) == pytest.approx(-4 / 6)
+    # what it is for: the pixel L1 weighs an error alike at every spatial frequency, the edge term by its
+    # frequency: nothing for an offset, 4x the L1 for the finest detail (a +-a checkerboard: every
+    # neighbour difference is 2a, along W and along H)
+    big = torch.zeros(1, 1, 8, 8)
+    checkerboard = 0.1 * (-1.0) ** (torch.arange(8)[:, None] + torch.arange(8)[None, :])  # (8, 8)
+    l1 = torch.nn.functional.l1_loss
+    assert float(edge_loss(big + 0.1, big)) == pytest.approx(0.0, abs=1e-6) and float(l1(big + 0.1, big)) == pytest.approx(0.1)
+    assert float(edge_loss(big + checkerboard, big)) == pytest.approx(4 * float(l1(big + checkerboard, big)))
+    with pytest.raises(ValueError, match="one shape"):
+        edge_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 16))
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        edge_loss(torch.zeros(1, 1, 1, 8), torch.zeros(1, 1, 1, 8))
+
+
 def _tiny_training_log(out, *extra) -> list[dict]:
     """The step rows of log.csv of a 3-step tiny NAFNet run on the simulated stream, with `extra` flags."""
     from mpimamba.cli import main
@@ -84,9 +108,9 @@ def test_training_with_the_physics_term(tmp_path):
         TrainConfig(data=str(tmp_path), physics_weight=0.5)
 
 
-@pytest.mark.parametrize("column, weight", [("mass", 2.0), ("mse", 10.0)])
+@pytest.mark.parametrize("column, weight", [("mass", 2.0), ("mse", 10.0), ("edge", 0.5)])
 def test_training_with_a_weighted_term(tmp_path, column, weight):
-    """--mass-weight / --mse-weight add their term to every step's loss (the first loss, same weights and
+    """--mass-weight / --mse-weight / --edge-weight add their term to every step's loss (the first loss, same weights and
     batch, differs by exactly the logged term times its weight), are stored with the run, and are refused
     when negative or not finite."""
     from mpimamba.train import TrainConfig

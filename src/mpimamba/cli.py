@@ -183,6 +183,9 @@ def _add_train(sub) -> None:
     p.add_argument("--mse-weight", type=float, dest="mse_weight",
                    help="weight of the squared-error term (mean squared pixel error beside the L1 loss: the "
                         "conditional mean instead of the median, what PSNR scores; default 0 = off)")
+    p.add_argument("--edge-weight", type=float, dest="edge_weight",
+                   help="weight of the edge term (L1 between the image gradients of output and target: keeps points "
+                        "and edges steep; default 0 = off)")
     p.add_argument("--ema-decay", type=float, dest="ema_decay",
                    help="validate and write an exponential moving average of the weights over about 1/(1-D) steps "
                         "(e.g. 0.999; default 0 = off)")
@@ -228,7 +231,7 @@ def _run_train(args) -> None:
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
                                            "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
-                                           "mse_weight", "warmup_steps", "ema_decay", "label", "device", "workers",
+                                           "mse_weight", "edge_weight", "warmup_steps", "ema_decay", "label", "device", "workers",
                                            "mixed_patches")}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:

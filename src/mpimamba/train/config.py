@@ -61,6 +61,9 @@ class TrainConfig:
     # weight of the squared-error term (train.terms.squared_error_loss: mean squared pixel error, asks for the
     # conditional mean where the networks' L1 asks for the median); any training set, 0 = off
     mse_weight: float = 0.0
+    # weight of the edge term (train.terms.edge_loss: L1 between the image gradients of output and target, for
+    # the steepness of points and edges that the pixel losses pay little for); any training set, 0 = off
+    edge_weight: float = 0.0
     # an exponential moving average of the weights (train.ema), validated and written as the model; its span
     # is about 1 / (1 − ema_decay) steps; 0 = off (the weights themselves)
     ema_decay: float = 0.0
@@ -106,7 +109,7 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        for name in ("physics_weight", "mass_weight", "mse_weight"):
+        for name in ("physics_weight", "mass_weight", "mse_weight", "edge_weight"):
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")

@@ -16,8 +16,9 @@ from ..fileutil import write_text_atomic
 # model(lq) in eval mode, in every phase (see train.loop.validate); physics: the physics-consistency term
 # before its weight (refine.consistency_loss; empty without --physics-weight), included in `loss`; mass: the
 # local-mass term before its weight (train.terms.local_mass_loss; empty without --mass-weight), also included;
-# mse: the squared-error term before its weight (train.terms.squared_error_loss; empty without --mse-weight)
-COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics", "mass", "mse")
+# mse: the squared-error term before its weight (train.terms.squared_error_loss; empty without --mse-weight);
+# edge: the edge term before its weight (train.terms.edge_loss; empty without --edge-weight)
+COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics", "mass", "mse", "edge")
 
 
 def _fmt(value) -> str:

@@ -62,7 +62,7 @@ from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
 from .ema import WeightAverage
 from .log import RunLog
-from .terms import local_mass_loss, squared_error_loss
+from .terms import edge_loss, local_mass_loss, squared_error_loss
 
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
@@ -545,6 +545,8 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 terms["mass"] = cfg.mass_weight, local_mass_loss(result["output"], gt)
             if cfg.mse_weight > 0:
                 terms["mse"] = cfg.mse_weight, squared_error_loss(result["output"], gt)
+            if cfg.edge_weight > 0:
+                terms["edge"] = cfg.edge_weight, edge_loss(result["output"], gt)
             for weight, term in terms.values():
                 loss = loss + weight * term
             opt.zero_grad(set_to_none=True)

@@ -12,6 +12,13 @@ The squared-error term (`--mse-weight`): the mean squared pixel error, the loss 
 per-pixel conditional mean of what the input allows instead of its median. Two reasons to add it: PSNR,
 the score every table ranks by, is this error on a log scale, and the mean keeps the expected amount of
 tracer where the median drops part of it (a faint, uncertainly placed branch), for any block size.
+
+The edge term (`--edge-weight`): an L1 between the image gradients (differences of neighbouring pixels
+along x and along z) of output and target, i.e. the L1 of the error after a high-pass. Fine-tuning stages
+from a sharp model widened its restored point source along the drive axis while PSNR rose
+(`experiments/results/mse3-polish.md`). The pixel losses weigh an error the same at every spatial
+frequency; a difference of neighbours weighs it by 2|sin(πf)| along its axis: 0 for a smooth error (a level
+or mass error, which the other terms cover), 2 for the finest detail, which is what sets a point's width.
 """
 
 from __future__ import annotations
@@ -41,3 +48,15 @@ def squared_error_loss(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"squared_error_loss expects two (B, C, H, W) tensors of one shape, got "
                          f"{tuple(out.shape)} and {tuple(gt.shape)}")
     return F.mse_loss(out, gt)
+
+
+def edge_loss(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Mean |Δ out − Δ gt| over the differences of neighbouring pixels along W and along H (the two means
+    added); out, gt (B, C, H, W) of one shape, H and W ≥ 2."""
+    if out.shape != gt.shape or out.ndim != 4 or min(out.shape[-2:]) < 2:
+        raise ValueError(f"edge_loss expects two (B, C, H, W) tensors of one shape with H, W >= 2, got "
+                         f"{tuple(out.shape)} and {tuple(gt.shape)}")
+    error = out - gt  # the gradients' difference is the difference's gradient
+    along_w = error[..., :, 1:] - error[..., :, :-1]  # (B, C, H, W-1)
+    along_h = error[..., 1:, :] - error[..., :-1, :]  # (B, C, H-1, W)
+    return along_w.abs().mean() + along_h.abs().mean()
