@@ -184,8 +184,8 @@ def _add_train(sub) -> None:
                    help="weight of the squared-error term (mean squared pixel error beside the L1 loss: the "
                         "conditional mean instead of the median, what PSNR scores; default 0 = off)")
     p.add_argument("--edge-weight", type=float, dest="edge_weight",
-                   help="weight of the edge term (L1 between the image gradients of output and target: keeps points "
-                        "and edges steep; default 0 = off)")
+                   help="weight of the edge term (L1 between the image gradients of output and target: weighs the "
+                        "errors of fine detail, which set a point's width, above smooth ones; default 0 = off)")
     p.add_argument("--ema-decay", type=float, dest="ema_decay",
                    help="validate and write an exponential moving average of the weights over about 1/(1-D) steps "
                         "(e.g. 0.999; default 0 = off)")

@@ -61,8 +61,9 @@ class TrainConfig:
     # weight of the squared-error term (train.terms.squared_error_loss: mean squared pixel error, asks for the
     # conditional mean where the networks' L1 asks for the median); any training set, 0 = off
     mse_weight: float = 0.0
-    # weight of the edge term (train.terms.edge_loss: L1 between the image gradients of output and target, for
-    # the steepness of points and edges that the pixel losses pay little for); any training set, 0 = off
+    # weight of the edge term (train.terms.edge_loss: L1 between the image gradients of output and target, which
+    # weighs an error by its spatial frequency: nothing for a smooth one, most for fine detail); any training
+    # set, 0 = off
     edge_weight: float = 0.0
     # an exponential moving average of the weights (train.ema), validated and written as the model; its span
     # is about 1 / (1 − ema_decay) steps; 0 = off (the weights themselves)
