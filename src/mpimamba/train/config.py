@@ -62,7 +62,7 @@ class TrainConfig:
     # conditional mean where the networks' L1 asks for the median); any training set, 0 = off
     mse_weight: float = 0.0
     # weight of the edge term (train.terms.edge_loss: L1 between the image gradients of output and target, which
-    # weighs an error by its spatial frequency: nothing for a smooth one, most for fine detail); any training
+    # weighs an error by its spatial frequency: nothing for an offset, most for fine detail); any training
     # set, 0 = off
     edge_weight: float = 0.0
     # an exponential moving average of the weights (train.ema), validated and written as the model; its span

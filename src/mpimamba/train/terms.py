@@ -17,8 +17,8 @@ The edge term (`--edge-weight`): an L1 between the image gradients (differences 
 along x and along z) of output and target, i.e. the L1 of the error after a high-pass. Fine-tuning stages
 from a sharp model widened its restored point source along the drive axis while PSNR rose
 (`experiments/results/mse3-polish.md`). The pixel losses weigh an error the same at every spatial
-frequency; a difference of neighbours weighs it by 2|sin(πf)| along its axis: 0 for a smooth error (a level
-or mass error, which the other terms cover), 2 for the finest detail, which is what sets a point's width.
+frequency; a difference of neighbours weighs it by 2|sin(πf)| along its axis: 0 for an offset and little for a
+smooth error (a level or mass error, which the other terms cover), 2 for the finest detail, which is what sets a point's width.
 """
 
 from __future__ import annotations
