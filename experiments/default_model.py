@@ -40,6 +40,7 @@ from mpimamba.cli import patch_and_batch
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.threads import configure_threads
 from mpimamba.train.config import TrainConfig
+from mpimamba.train.terms import TERMS
 
 
 def main() -> None:
@@ -62,12 +63,9 @@ def main() -> None:
                         help="polish stage's patch side (default: --patch); a patch larger than the protocol's "
                              "smallest canvas raises that canvas to the patch (Protocol.for_patch)")
     parser.add_argument("--polish-batch", type=int, default=None, help="polish stage's batch (default: --batch)")
-    parser.add_argument("--polish-mass-weight", type=float, default=0.0,
-                        help="polish stage: weight of the local-mass term (train.terms; default 0 = off)")
-    parser.add_argument("--polish-mse-weight", type=float, default=0.0,
-                        help="polish stage: weight of the squared-error term (train.terms; default 0 = off)")
-    parser.add_argument("--polish-edge-weight", type=float, default=0.0,
-                        help="polish stage: weight of the edge term (train.terms; default 0 = off)")
+    for term in TERMS:
+        parser.add_argument(f"--polish-{term.name}-weight", type=float, default=0.0, dest=f"polish_{term.field}",
+                            help=f"polish stage: weight of the {term.title} term (train.terms; default 0 = off)")
     parser.add_argument("--polish-mixed-patch", type=patch_and_batch, action="append", default=[], metavar="PxB",
                         help="polish stage: also batches of B patches of P px, taking turns with the polish patch and "
                              "batch (TrainConfig.mixed_patches), e.g. 128x2 beside 64-px batches of 8")
@@ -99,9 +97,8 @@ def main() -> None:
     polish_patch = args.polish_patch or args.patch
     polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
                          lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
-                         mixed_patches=tuple(args.polish_mixed_patch), mass_weight=args.polish_mass_weight,
-                         mse_weight=args.polish_mse_weight, edge_weight=args.polish_edge_weight,
-                         warmup_steps=args.polish_warmup, ema_decay=args.polish_ema,
+                         mixed_patches=tuple(args.polish_mixed_patch), warmup_steps=args.polish_warmup, ema_decay=args.polish_ema,
+                         **{t.field: getattr(args, f"polish_{t.field}") for t in TERMS},
                          **{**shared, "patch": polish_patch, "batch": args.polish_batch or args.batch})
     start = time.perf_counter()
     if not args.after_shipped:

@@ -40,6 +40,7 @@ from mpimamba.physics.pairs import PairConfig, make_pairs
 from mpimamba.physics.protocols import PROTOCOLS, Protocol
 from mpimamba.refine import ScanGeometry, refine
 from mpimamba.threads import configure_threads
+from mpimamba.train.terms import TERMS
 
 REPO = common.REPO
 PER_CATEGORY = 8
@@ -64,10 +65,7 @@ def _cpu() -> str:
 
 def _schedule(t: dict, seed) -> str:
     mixed = "".join(f" taking turns with batches of {b} at patch {p}" for p, b in t.get("mixed_patches") or [])
-    terms = [f"{t[key]:g} × the {name} term" for key, name in (("physics_weight", "physics-consistency"),
-                                                                ("mass_weight", "local-mass"),
-                                                                ("mse_weight", "squared-error"),
-                                                                ("edge_weight", "edge")) if t.get(key)]
+    terms = [f"{t[term.field]:g} × the {term.title} term" for term in TERMS if t.get(term.field)]
     loss = f", loss: the network's own + {' + '.join(terms)}" if terms else ""
     warmup = f"a linear warmup over {t['warmup_steps']} steps, " if t.get("warmup_steps") else ""
     ema = (f", the model written is the moving average of its weights (decay {t['ema_decay']:g})"

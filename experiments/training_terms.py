@@ -50,14 +50,12 @@ from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.pairs import make_pairs
 from mpimamba.refine import consistency_loss
 from mpimamba.train.config import TrainConfig
+from mpimamba.train.terms import TERMS
 from mpimamba.threads import configure_threads
 
-# term -> (TrainConfig field of its weight, the results' title)
-TERMS = {"physics": ("physics_weight", "The physics-consistency training term (`--physics-weight`)"),
-         "mass": ("mass_weight", "The local-mass training term (`--mass-weight`)"),
-         "mse": ("mse_weight", "The squared-error training term (`--mse-weight`)"),
-         "edge": ("edge_weight", "The edge training term (`--edge-weight`)"),
-         "ema": ("ema_decay", "The moving average of the weights (`--ema-decay`)")}
+# setting -> (TrainConfig field, the results' title): every training term's weight, and the weight average
+SETTINGS = {**{t.name: (t.field, f"The {t.title} training term (`--{t.name}-weight`)") for t in TERMS},
+            "ema": ("ema_decay", "The moving average of the weights (`--ema-decay`)")}
 OUTSIDE = dict(gradient=4.0, spacing_mm=0.5)  # training: 5-12 T/m, 0.2-0.5 mm (G·spacing 1-6: this is 2)
 OUTSIDE_COUNT = 20
 OUTSIDE_ENTROPY = 0x0F15_1C5  # a seed space of its own (the demo's is demo.DEMO_ENTROPY)
@@ -105,7 +103,7 @@ def scored_pairs(protocol) -> dict[str, list]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--term", choices=sorted(TERMS), default="physics")
+    p.add_argument("--term", choices=sorted(SETTINGS), default="physics")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 1.0])
     p.add_argument("--steps", type=int, default=300, help="phase-2 steps of each fine-tuning")
     p.add_argument("--batch", type=int, default=8)
@@ -120,7 +118,7 @@ def main() -> None:
     args = p.parse_args()
     configure_threads(args.threads)
     name = f"{args.term}-weight"
-    field, title = TERMS[args.term]
+    field, title = SETTINGS[args.term]
     runs_dir = args.runs or common.REPO / "runs/experiments" / name
     common.check_results(name, common.RESULTS, args.overwrite, suffixes=(".md", ".json"))
     protocol = pretrained.protocol()

@@ -140,3 +140,24 @@ def test_resumed_log_of_an_older_version_is_padded_to_the_new_columns(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == list(COLUMNS) and all(len(r) == len(COLUMNS) for r in rows)
     assert [r[1] for r in rows[1:]] == ["1", "2"] and rows[2][COLUMNS.index("mass")] == "0.01"
+
+
+def test_every_training_term_is_one_registry_entry_the_cli_config_and_log_all_use():
+    """train.terms.TERMS is the one list: the CLI's flags (named without importing torch), the TrainConfig
+    weights, the log's columns and the terms a config switches on all follow it."""
+    import dataclasses
+
+    from mpimamba.cli import TERM_HELP, build_parser
+    from mpimamba.train import TrainConfig
+    from mpimamba.train.log import COLUMNS
+    from mpimamba.train.terms import TERMS, switched_on
+
+    names = tuple(term.name for term in TERMS)
+    assert tuple(TERM_HELP) == names and COLUMNS[-len(names):] == names
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert all(fields[term.field] == 0.0 for term in TERMS)  # every term off unless asked for
+    args = build_parser().parse_args(["train", "--out", "RUN", *(f"--{name}-weight=0.5" for name in names)])
+    assert all(getattr(args, term.field) == 0.5 for term in TERMS)
+    cfg = TrainConfig(mse_weight=3.0, edge_weight=1.0)
+    assert [(term.name, weight) for term, weight in switched_on(cfg)] == [("mse", 3.0), ("edge", 1.0)]
+    assert switched_on(TrainConfig()) == []

@@ -19,6 +19,18 @@ from . import __version__
 # models.ssm's backends, named here so that `--help` need not import torch (a test holds the two equal)
 SCAN_BACKENDS = ("auto", "reference", "cpu", "chunked", "cuda")
 
+# train.terms.TERMS by name, each with what its `--<name>-weight` weighs, for the same reason (a test holds them equal)
+TERM_HELP = {
+    "physics": "the physics-consistency term (the output blurred by each pair's PSF must explain the input up to a "
+               "scale and an offset; --synthetic only)",
+    "mass": "the local-mass term (the tracer per 8x8 block of output and target must agree; counters thin "
+            "structures coming back too faint)",
+    "mse": "the squared-error term (mean squared pixel error beside the L1 loss: the conditional mean instead of "
+           "the median, what PSNR scores)",
+    "edge": "the edge term (L1 between the image gradients of output and target: weighs the errors of fine detail, "
+            "which set a point's width, above smooth ones)",
+}
+
 
 class CLIError(Exception):
     """An error caused by the user's input; printed without a traceback."""
@@ -174,18 +186,9 @@ def _add_train(sub) -> None:
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every", help="write RUN/checkpoint.pt every K steps")
     p.add_argument("--ckpt-minutes", type=float, dest="ckpt_minutes",
                    help="also write it at least every M minutes of wall time (default 10; inf: only every K steps)")
-    p.add_argument("--physics-weight", type=float, dest="physics_weight",
-                   help="weight of the physics-consistency term (the output blurred by each pair's PSF must explain "
-                        "the input up to a scale and an offset; --synthetic only; default 0 = off)")
-    p.add_argument("--mass-weight", type=float, dest="mass_weight",
-                   help="weight of the local-mass term (the tracer per 8x8 block of output and target must agree; "
-                        "counters thin structures coming back too faint; default 0 = off)")
-    p.add_argument("--mse-weight", type=float, dest="mse_weight",
-                   help="weight of the squared-error term (mean squared pixel error beside the L1 loss: the "
-                        "conditional mean instead of the median, what PSNR scores; default 0 = off)")
-    p.add_argument("--edge-weight", type=float, dest="edge_weight",
-                   help="weight of the edge term (L1 between the image gradients of output and target: weighs the "
-                        "errors of fine detail, which set a point's width, above smooth ones; default 0 = off)")
+    for name, what in TERM_HELP.items():
+        p.add_argument(f"--{name}-weight", type=float, dest=f"{name}_weight",
+                       help=f"weight of {what}; default 0 = off")
     p.add_argument("--ema-decay", type=float, dest="ema_decay",
                    help="validate and write an exponential moving average of the weights over about 1/(1-D) steps "
                         "(e.g. 0.999; default 0 = off)")
@@ -230,9 +233,8 @@ def _run_train(args) -> None:
     from .train import TrainConfig, train
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
-                                           "val_every", "ckpt_every", "ckpt_minutes", "physics_weight", "mass_weight",
-                                           "mse_weight", "edge_weight", "warmup_steps", "ema_decay", "label", "device", "workers",
-                                           "mixed_patches")}
+                                           "val_every", "ckpt_every", "ckpt_minutes", "warmup_steps", "ema_decay", "label",
+                                           "device", "workers", "mixed_patches", *(f"{n}_weight" for n in TERM_HELP))}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..physics.protocols import PROTOCOLS, Protocol
+from .terms import TERMS
 
 
 # settings a resumed run may change without changing what it computes (apart from device numerics; a
@@ -110,7 +111,7 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        for name in ("physics_weight", "mass_weight", "mse_weight", "edge_weight"):
+        for name in (term.field for term in TERMS):
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")

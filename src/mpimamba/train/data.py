@@ -98,17 +98,20 @@ def build_data(cfg) -> TrainData:
         return TrainData(train=train, val=val)
 
     from ..data.synthetic import MixedSizeBatches, SyntheticPairs
+    from .terms import switched_on
 
     protocol = cfg.protocol
     # (protocol, patch, batch) of each size: the first on the protocol as it is (checked against the patch by
     # TrainConfig), the others on its canvas raised to their patch
     sizes = [(protocol, cfg.patch, cfg.batch), *((protocol.for_patch(p), p, b) for p, b in cfg.mixed_patches)]
 
+    geometry = any(term.needs_geometry for term, _ in switched_on(cfg))  # each pair's scan geometry as well
+
     def make(seed: int) -> IterableDataset:
         # one simulated batch per training batch (the PSF model runs as one batched FFT)
         if cfg.mixed_patches:
-            return MixedSizeBatches(sizes, seed=seed, geometry=cfg.physics_weight > 0)
-        return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch, geometry=cfg.physics_weight > 0)
+            return MixedSizeBatches(sizes, seed=seed, geometry=geometry)
+        return SyntheticPairs(protocol, size=cfg.patch, seed=seed, batch=cfg.batch, geometry=geometry)
 
     # a fixed validation set of whole canvases (restored as a user's image is), from a stream whose seed no
     # training segment uses

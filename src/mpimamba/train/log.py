@@ -11,14 +11,13 @@ import io
 from pathlib import Path
 
 from ..fileutil import write_text_atomic
+from .terms import TERMS
 
 # val_loss: the phase's training loss on the validation pairs; val_psnr: PSNR of the inference output
-# model(lq) in eval mode, in every phase (see train.loop.validate); physics: the physics-consistency term
-# before its weight (refine.consistency_loss; empty without --physics-weight), included in `loss`; mass: the
-# local-mass term before its weight (train.terms.local_mass_loss; empty without --mass-weight), also included;
-# mse: the squared-error term before its weight (train.terms.squared_error_loss; empty without --mse-weight);
-# edge: the edge term before its weight (train.terms.edge_loss; empty without --edge-weight)
-COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", "physics", "mass", "mse", "edge")
+# model(lq) in eval mode, in every phase (see train.loop.validate); then one column per optional training term
+# (train.terms.TERMS: physics, mass, mse, edge): the term before its weight, included in `loss`, empty where the
+# run does not switch it on
+COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", *(term.name for term in TERMS))
 
 
 def _fmt(value) -> str:

@@ -58,11 +58,10 @@ from ..models.base import Restorer
 from ..models.checkpoint import load_model, save_model
 from . import distributed
 from .config import TrainConfig
-from ..refine import consistency_loss
 from .data import TrainData, batches, build_data, derive_seed
 from .ema import WeightAverage
 from .log import RunLog
-from .terms import edge_loss, local_mass_loss, squared_error_loss
+from .terms import switched_on
 
 FIT_PAIRS = 32  # validation pairs a training-free method is fitted on at least (all of a smaller split)
 RUN_FILES = ("checkpoint.pt", "log.csv", "config.json", "model.safetensors", "model.json", "fit.json")
@@ -538,17 +537,10 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
             lr = opt.param_groups[0]["lr"]
             result = net(lq, gt)
             loss = result["loss"]
-            terms = {}  # log column -> (weight, the term before its weight), for the terms switched on
-            if cfg.physics_weight > 0:
-                terms["physics"] = cfg.physics_weight, consistency_loss(result["output"], lq, geometry[0].to(lq.device))
-            if cfg.mass_weight > 0:
-                terms["mass"] = cfg.mass_weight, local_mass_loss(result["output"], gt)
-            if cfg.mse_weight > 0:
-                terms["mse"] = cfg.mse_weight, squared_error_loss(result["output"], gt)
-            if cfg.edge_weight > 0:
-                terms["edge"] = cfg.edge_weight, edge_loss(result["output"], gt)
-            for weight, term in terms.values():
-                loss = loss + weight * term
+            terms = {}  # log column -> the term before its weight, for the terms switched on
+            for term, weight in switched_on(cfg):
+                terms[term.name] = term.loss(result["output"], lq, gt, geometry[0] if geometry else None)
+                loss = loss + weight * terms[term.name]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -571,7 +563,7 @@ def _train_phase(cfg: TrainConfig, ctx: distributed.Context, model: Restorer, da
                 if done % cfg.val_every == 0 or done == cfg.steps:
                     val_loss, val_psnr = validated()
                 log.write(phase, done, loss=loss_value, lr=lr, img_per_s=img_per_s, val_loss=val_loss,
-                          val_psnr=val_psnr, **{name: term.item() for name, (_, term) in terms.items()})
+                          val_psnr=val_psnr, **{name: term.item() for name, term in terms.items()})
             # every rank takes part (each checks its weights are finite; rank 0 writes), and agrees on when:
             # the wall-clock rule differs from rank to rank by the moments their clocks are read
             if distributed.any_rank(ctx, checkpoints.due(done)):

@@ -19,12 +19,21 @@ from a sharp model widened its restored point source along the drive axis while 
 (`experiments/results/mse3-polish.md`). The pixel losses weigh an error the same at every spatial
 frequency; a difference of neighbours weighs it by 2|sin(πf)| along its axis: 0 for an offset and little for a
 smooth error (a level or mass error, which the other terms cover), 2 for the finest detail, which is what sets a point's width.
+
+TERMS below is the one list of them. A new term is a loss function here, its entry in TERMS, a TrainConfig field
+`<name>_weight` defaulting to 0 and a line in cli.TERM_HELP; the training loop, the log's columns, the CLI flags,
+`experiments/default_model.py`, `training_terms.py` and the model card follow TERMS (tests/test_terms.py checks them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+
+from ..refine import consistency_loss
 
 MASS_BLOCK = 8  # pixels per block side: 2 mm at 0.25 mm, about the tangential FWHM at 9 T/m
 
@@ -60,3 +69,36 @@ def edge_loss(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     along_w = error[..., :, 1:] - error[..., :, :-1]  # (B, C, H, W-1)
     along_h = error[..., 1:, :] - error[..., :-1, :]  # (B, C, H-1, W)
     return along_w.abs().mean() + along_h.abs().mean()
+
+
+@dataclass(frozen=True)
+class Term:
+    """One optional training term: `TrainConfig.<name>_weight` switches it on (0 = off), `--<name>-weight` sets
+    that weight on the command line (cli.TERM_HELP says what it asks), the training log keeps the term before
+    its weight in the column `name`, and the model card calls it "the <title> term"."""
+
+    name: str
+    title: str
+    # (output, input, target, geometry) -> scalar; all (B, C, H, W) but geometry, (B, 2) or None (train.data)
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    needs_geometry: bool = False  # each pair's scan geometry: simulated streams only
+
+    @property
+    def field(self) -> str:
+        """The TrainConfig field holding its weight."""
+        return f"{self.name}_weight"
+
+
+# the one list of optional terms; its order is the training log's column order (keep it: older logs are read back)
+TERMS: tuple[Term, ...] = (
+    Term("physics", "physics-consistency", lambda out, lq, gt, geometry: consistency_loss(out, lq, geometry.to(lq.device)),
+         needs_geometry=True),
+    Term("mass", "local-mass", lambda out, lq, gt, geometry: local_mass_loss(out, gt)),
+    Term("mse", "squared-error", lambda out, lq, gt, geometry: squared_error_loss(out, gt)),
+    Term("edge", "edge", lambda out, lq, gt, geometry: edge_loss(out, gt)),
+)
+
+
+def switched_on(cfg) -> list[tuple[Term, float]]:
+    """[(term, its weight)] for the terms a TrainConfig switches on, in TERMS order."""
+    return [(term, float(getattr(cfg, term.field))) for term in TERMS if getattr(cfg, term.field) > 0]
