@@ -13,7 +13,8 @@ Three stages, one command:
 3. polish: phase 2 again from the tune model, same data, `--polish-steps` steps with a fresh schedule at
    `--polish-lr`, in OUT/polish: the tune stage's validation PSNR was still rising when its cosine ended,
    and 300 more plain steps at 2e-4 gained +0.34 dB on the demo pairs while the physics-consistency term
-   lost SSIM at every weight tried (experiments/results/physics-weight.md), so this stage has no such term.
+   lost SSIM at every weight tried (experiments/results/physics-weight.md), so this stage has no such term
+   by default (`--polish-<term>-weight` switches on any of train.terms.TERMS).
 Each stage is resumable: rerun the same command after an interruption and it continues from the stage's
 checkpoint (written every 50 steps, every 10 minutes and at the end); a finished stage is reused.
 `--after-shipped` skips stages 1 and 2 and starts a polish stage from the installed model, for when the run
@@ -65,7 +66,8 @@ def main() -> None:
     parser.add_argument("--polish-batch", type=int, default=None, help="polish stage's batch (default: --batch)")
     for term in TERMS:
         parser.add_argument(f"--polish-{term.name}-weight", type=float, default=0.0, dest=f"polish_{term.field}",
-                            help=f"polish stage: weight of the {term.title} term (train.terms; default 0 = off)")
+                            help=f"polish stage: weight of the {term.title} term (train.terms.TERMS; "
+                                 "default 0 = off)")
     parser.add_argument("--polish-mixed-patch", type=patch_and_batch, action="append", default=[], metavar="PxB",
                         help="polish stage: also batches of B patches of P px, taking turns with the polish patch and "
                              "batch (TrainConfig.mixed_patches), e.g. 128x2 beside 64-px batches of 8")

@@ -1,9 +1,20 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from mpimamba.cli import main
 from mpimamba.models import Restorer
 from mpimamba.models.base import pad_to_multiple
+
+
+def test_the_command_line_parser_does_not_import_torch():
+    """`mpimamba --help` stays fast: the CLI names the scan backends and training terms itself (cli.SCAN_BACKENDS,
+    cli.TERM_HELP) instead of importing the modules that define them, which import torch."""
+    code = "import sys, mpimamba.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_info_runs(capsys):

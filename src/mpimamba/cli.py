@@ -233,8 +233,9 @@ def _run_train(args) -> None:
     from .train import TrainConfig, train
 
     given = {k: getattr(args, k) for k in ("method", "preset", "init", "phases", "steps", "batch", "patch", "lr", "seed",
-                                           "val_every", "ckpt_every", "ckpt_minutes", "warmup_steps", "ema_decay", "label",
-                                           "device", "workers", "mixed_patches", *(f"{n}_weight" for n in TERM_HELP))}
+                                           "val_every", "ckpt_every", "ckpt_minutes", "warmup_steps", "ema_decay",
+                                           "label", "device", "workers", "mixed_patches",
+                                           *(f"{name}_weight" for name in TERM_HELP))}
     given = {k: v for k, v in given.items() if v is not None}
     if args.data is not None:
         given["data"] = str(args.data)

@@ -115,9 +115,10 @@ class TrainConfig:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
-        if self.physics_weight > 0 and self.data is not None:
-            raise ValueError("the physics-consistency term needs each pair's scan geometry, which only a simulated "
-                             "stream (--synthetic) knows; a paired folder does not record it")
+        for term in TERMS:
+            if term.needs_geometry and getattr(self, term.field) > 0 and self.data is not None:
+                raise ValueError(f"the {term.title} term needs each pair's scan geometry, which only a simulated "
+                                 "stream (--synthetic) knows; a paired folder does not record it")
         if self.physics_weight > 0 and self.protocol.pairs.trajectory == "lissajous":
             raise ValueError("--physics-weight: the pairs of a Lissajous protocol have no single PSF, so the term "
                              "would be 0 for every pair; use a Cartesian protocol (e.g. --protocol default)")

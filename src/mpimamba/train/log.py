@@ -14,9 +14,9 @@ from ..fileutil import write_text_atomic
 from .terms import TERMS
 
 # val_loss: the phase's training loss on the validation pairs; val_psnr: PSNR of the inference output
-# model(lq) in eval mode, in every phase (see train.loop.validate); then one column per optional training term
-# (train.terms.TERMS: physics, mass, mse, edge): the term before its weight, included in `loss`, empty where the
-# run does not switch it on
+# model(lq) in eval mode, in every phase (see train.loop.validate); then one column per optional training term,
+# named as in train.terms.TERMS: the term before its weight (its loss function there), included in `loss`, empty
+# where the run does not switch it on
 COLUMNS = ("phase", "step", "loss", "lr", "img_per_s", "val_loss", "val_psnr", *(term.name for term in TERMS))
 
 

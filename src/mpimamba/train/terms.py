@@ -20,9 +20,10 @@ from a sharp model widened its restored point source along the drive axis while 
 frequency; a difference of neighbours weighs it by 2|sin(πf)| along its axis: 0 for an offset and little for a
 smooth error (a level or mass error, which the other terms cover), 2 for the finest detail, which is what sets a point's width.
 
-TERMS below is the one list of them. A new term is a loss function here, its entry in TERMS, a TrainConfig field
-`<name>_weight` defaulting to 0 and a line in cli.TERM_HELP; the training loop, the log's columns, the CLI flags,
-`experiments/default_model.py`, `training_terms.py` and the model card follow TERMS (tests/test_terms.py checks them).
+TERMS below is the one list of them. A new term is a loss function, its entry in TERMS, a TrainConfig field
+`<name>_weight` defaulting to 0 and a line in cli.TERM_HELP (tests/test_terms.py holds the last three together);
+the training loop, the log's columns, the CLI flags, `experiments/default_model.py`, `training_terms.py` and the
+model card follow TERMS.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class Term:
 
 # the one list of optional terms; its order is the training log's column order (keep it: older logs are read back)
 TERMS: tuple[Term, ...] = (
-    Term("physics", "physics-consistency", lambda out, lq, gt, geometry: consistency_loss(out, lq, geometry.to(lq.device)),
-         needs_geometry=True),
+    Term("physics", "physics-consistency",
+         lambda out, lq, gt, geometry: consistency_loss(out, lq, geometry.to(lq.device)), needs_geometry=True),
     Term("mass", "local-mass", lambda out, lq, gt, geometry: local_mass_loss(out, gt)),
     Term("mse", "squared-error", lambda out, lq, gt, geometry: squared_error_loss(out, gt)),
     Term("edge", "edge", lambda out, lq, gt, geometry: edge_loss(out, gt)),
