@@ -400,3 +400,31 @@ def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result
             average_weights.main(argv)
     kept = load_file(str(written))
     assert all(torch.equal(kept[key], avg[key]) for key in avg)  # the existing result was not rewritten
+
+
+def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch):
+    """point_fwhm.py --subpixel: position (0, 0) is the chart's own input; (0, 1/2) moves the point half a pixel
+    along x; peak_widths measures the on-grid point as the chart does and gives a Gaussian's FWHM (2.355 σ) along each axis."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import point_fwhm
+    from mpimamba.eval import resolution
+
+    chart = resolution.make_chart(resolution.ChartSetting("x", 9.0, 0.25))
+    moved = point_fwhm.shifted_inputs(chart, 2)  # (4, S, S): (dz, dx) = (0, 0), (0, ½), (½, 0), (½, ½)
+    dot = chart.inputs[chart.names.index("dot")]
+    assert moved.shape == (4, *dot.shape) and np.allclose(moved[0], dot / dot.max(), atol=1e-5)
+    def centroid_x(image):  # of the centre row's core (the PSF is even, so the core is symmetric about the point)
+        row = image[image.shape[0] // 2].astype(np.float64)
+        core = np.where(row >= 0.1 * row.max(), row, 0.0)
+        return (core * np.arange(len(row))).sum() / core.sum()
+
+    assert centroid_x(moved[1]) - centroid_x(moved[0]) == pytest.approx(0.5, abs=0.01)
+    on_grid = resolution.measure(chart.inputs, chart)  # the chart's own FWHM of the on-grid point
+    widths = point_fwhm.peak_widths(moved[:1], 0.25)
+    assert (widths[0][0], widths[1][0]) == pytest.approx((on_grid["fwhm_x_mm"], on_grid["fwhm_z_mm"]), abs=1e-3)
+
+    z, x = np.mgrid[:64, :64]
+    gaussian = np.exp(-((x - 30.3) ** 2 / (2 * 3.0**2) + (z - 33.0) ** 2 / (2 * 6.0**2)))[None]
+    along_x, along_z = point_fwhm.peak_widths(gaussian, spacing=0.25)
+    assert along_x[0] == pytest.approx(2.3548 * 3.0 * 0.25, rel=0.03)
+    assert along_z[0] == pytest.approx(2.3548 * 6.0 * 0.25, rel=0.03)
