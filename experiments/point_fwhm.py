@@ -15,7 +15,7 @@ The chart's point sits on a pixel centre, so its FWHM is one sample of how the m
 (offsets 0, 1/N, ... of a pixel along each axis), at the first chart setting (9 T/m, 0.25 mm, x scan): mean and
 range. Each shifted input is the chart's noise-free input moved by a Fourier shift (exact for a band-limited
 image; the input's PSF is 3.8 px wide along x and 8.7 px along z at that setting) and divided by its maximum
-again; each profile is taken through the image's brightest pixel.
+again; each profile is taken through the point's true position, as the chart's own is.
 """
 
 from __future__ import annotations
@@ -39,25 +39,34 @@ def _row(label: str, setting: tuple, images: np.ndarray, chart: resolution.Chart
     return f"| {scan} | {gradient:g} T/m | {spacing:g} mm | {label} | {cells} |"
 
 
-def shifted_inputs(chart: resolution.Chart, steps: int) -> np.ndarray:
-    """(steps², S, S): the chart's point-source input moved by (i/steps, j/steps) px along (z, x), each max 1."""
+def shifted_inputs(chart: resolution.Chart, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The chart's point-source input moved by (i/steps, j/steps) px along (z, x), each divided by its maximum
+    again, (steps², S, S), and where each point now is, (steps², 2) as (row, column); the first is the chart's own."""
     dot = chart.inputs[chart.names.index("dot")].astype(np.float64)
+    centre = dot.shape[0] // 2  # where resolution's chart puts the point
     spectrum = np.fft.fft2(dot)
-    images = []
+    images, positions = [], []
     for dz in range(steps):
         for dx in range(steps):
             moved = np.fft.ifft2(ndimage.fourier_shift(spectrum, (dz / steps, dx / steps))).real
             images.append(moved / moved.max())
-    return np.stack(images).astype(np.float32)
+            positions.append((centre + dz / steps, centre + dx / steps))
+    return np.stack(images).astype(np.float32), np.array(positions)
 
 
-def peak_widths(images: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """FWHM along x and along z (mm) of each (S, S) image's point, through its brightest pixel; two (N,) arrays."""
-    widths = []
-    for image in images:
-        row, col = np.unravel_index(np.argmax(image), image.shape)
-        widths.append((resolution.fwhm(image[row, :], spacing), resolution.fwhm(image[:, col], spacing)))
-    return tuple(np.array(w) for w in zip(*widths))
+def point_widths(images: np.ndarray, positions: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """FWHM along x and along z (mm) of the point in each (S, S) image, through the point's true (row, column)
+    in `positions` (N, 2): the profile between two rows (columns) is interpolated linearly. As the chart
+    measures its on-grid point (through the source, not through the output's brightest pixel, which may sit
+    a pixel off). Two (N,) arrays."""
+    def through(image: np.ndarray, at: float) -> np.ndarray:  # the row at fractional index `at`
+        low = int(np.floor(at))
+        share = at - low
+        return image[low] if share == 0 else (1 - share) * image[low] + share * image[low + 1]
+
+    along_x = [resolution.fwhm(through(image, row), spacing) for image, (row, _) in zip(images, positions)]
+    along_z = [resolution.fwhm(through(image.T, col), spacing) for image, (_, col) in zip(images, positions)]
+    return np.array(along_x), np.array(along_z)
 
 
 def _spread(values: np.ndarray) -> str:
@@ -83,14 +92,14 @@ def main() -> None:
             lines.append(_row(name, setting, outputs, chart))
     if args.subpixel > 0:
         chart = resolution.make_chart(resolution.ChartSetting(*CHART_SETTINGS[0]))
-        inputs = shifted_inputs(chart, args.subpixel)
+        inputs, positions = shifted_inputs(chart, args.subpixel)
         spacing = chart.setting.spacing_mm
         lines += ["", f"Point source at {args.subpixel}x{args.subpixel} sub-pixel positions, "
                   f"{CHART_SETTINGS[0][0]} scan, {CHART_SETTINGS[0][1]:g} T/m, {spacing:g} mm: mean (range), mm", "",
                   "| image | FWHM x | FWHM z |", "|---|---|---|"]
         for name, images in [("input", inputs),
                              *((n, np.stack([r(image) for image in inputs])) for n, r in restorations)]:
-            along_x, along_z = peak_widths(images, spacing)
+            along_x, along_z = point_widths(images, positions, spacing)
             lines.append(f"| {name} | {_spread(along_x)} | {_spread(along_z)} |")
     print("\n".join(lines))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -403,16 +404,19 @@ def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result
 
 
 def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch):
-    """point_fwhm.py --subpixel: position (0, 0) is the chart's own input; (0, 1/2) moves the point half a pixel
-    along x; peak_widths measures the on-grid point as the chart does and gives a Gaussian's FWHM (2.355 σ) along each axis."""
+    """point_fwhm.py --subpixel: position (0, 0) is the chart's own input and is measured as the chart measures
+    it; (0, 1/2) moves the point half a pixel along x; point_widths gives a Gaussian's FWHM (2.355 σ) along each
+    axis through a fractional position."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import point_fwhm
     from mpimamba.eval import resolution
 
     chart = resolution.make_chart(resolution.ChartSetting("x", 9.0, 0.25))
-    moved = point_fwhm.shifted_inputs(chart, 2)  # (4, S, S): (dz, dx) = (0, 0), (0, ½), (½, 0), (½, ½)
+    moved, positions = point_fwhm.shifted_inputs(chart, 2)  # (dz, dx) = (0, 0), (0, ½), (½, 0), (½, ½)
     dot = chart.inputs[chart.names.index("dot")]
     assert moved.shape == (4, *dot.shape) and np.allclose(moved[0], dot / dot.max(), atol=1e-5)
+    assert positions.tolist() == [[32, 32], [32, 32.5], [32.5, 32], [32.5, 32.5]]
+
     def centroid_x(image):  # of the centre row's core (the PSF is even, so the core is symmetric about the point)
         row = image[image.shape[0] // 2].astype(np.float64)
         core = np.where(row >= 0.1 * row.max(), row, 0.0)
@@ -420,11 +424,30 @@ def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch
 
     assert centroid_x(moved[1]) - centroid_x(moved[0]) == pytest.approx(0.5, abs=0.01)
     on_grid = resolution.measure(chart.inputs, chart)  # the chart's own FWHM of the on-grid point
-    widths = point_fwhm.peak_widths(moved[:1], 0.25)
-    assert (widths[0][0], widths[1][0]) == pytest.approx((on_grid["fwhm_x_mm"], on_grid["fwhm_z_mm"]), abs=1e-3)
+    along_x, along_z = point_fwhm.point_widths(moved[:1], positions[:1], 0.25)
+    assert (along_x[0], along_z[0]) == pytest.approx((on_grid["fwhm_x_mm"], on_grid["fwhm_z_mm"]), abs=1e-6)
 
     z, x = np.mgrid[:64, :64]
-    gaussian = np.exp(-((x - 30.3) ** 2 / (2 * 3.0**2) + (z - 33.0) ** 2 / (2 * 6.0**2)))[None]
-    along_x, along_z = point_fwhm.peak_widths(gaussian, spacing=0.25)
+    gaussian = np.exp(-((x - 30.3) ** 2 / (2 * 3.0**2) + (z - 33.5) ** 2 / (2 * 6.0**2)))[None]
+    along_x, along_z = point_fwhm.point_widths(gaussian, np.array([[33.5, 30.3]]), spacing=0.25)
     assert along_x[0] == pytest.approx(2.3548 * 3.0 * 0.25, rel=0.03)
     assert along_z[0] == pytest.approx(2.3548 * 6.0 * 0.25, rel=0.03)
+
+
+def test_ship_rule_passes_only_when_every_clause_holds(monkeypatch):
+    """ship_check.clauses: PSNR gain above the shipped model's, SSIM at least 0.85, the worst category's mass no
+    further from 1 (either side) than the shipped model's worst, the drive-axis point no wider on average."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from ship_check import Scores, clauses
+
+    shipped = Scores(psnr_gain=12.81, ssim=0.857, masses={"mouse": 1.230, "vessel": 0.879},
+                     point_x_mm=0.92, point_x_on_grid_mm=0.90)
+    better = Scores(psnr_gain=12.9, ssim=0.86, masses={"mouse": 1.10, "vessel": 0.80}, point_x_mm=0.92,
+                    point_x_on_grid_mm=0.95)
+    assert better.worst_mass == ("vessel", 0.80)
+    assert [ok for _, ok, _ in clauses(better, shipped)] == [True, True, True, True]
+    for change, failing in ((dict(psnr_gain=12.81), "PSNR"), (dict(ssim=0.849), "SSIM"),
+                            (dict(masses={"mouse": 1.0, "vessel": 0.76}), "mass"),
+                            (dict(masses={"mouse": 1.231}), "mass"), (dict(point_x_mm=0.921), "point")):
+        verdict = clauses(dataclasses.replace(better, **change), shipped)
+        assert [name for name, ok, _ in verdict if not ok] == [failing], change

@@ -1,0 +1,122 @@
+"""Does a candidate model replace the shipped one? The ship rule of issue 11, scored side by side in one run.
+
+    .venv/bin/python experiments/ship_check.py runs/default-model/edge/polish6/model.safetensors
+    .venv/bin/python experiments/ship_check.py CANDIDATE --shipped runs/default-model/v8/model.safetensors
+
+Both models restore the demo's 40 pairs (`mpimamba demo OUT --per-category 8`: 8 per category, of the shipped
+model's training protocol, through `infer.Restoration` as `calibrate` restores) and the point-source chart at
+9 T/m, 0.25 mm, x scan, with the point at 4 × 4 positions within a pixel (`point_fwhm.py --subpixel 4`). The
+candidate passes when every clause holds:
+
+    PSNR        its mean PSNR gain over the input is above the shipped model's
+    SSIM        its mean SSIM is at least the issue's target, 0.85
+    mass        its worst category's mass ratio is no further from 1 than the shipped model's worst
+    point       its point along the drive axis (x) is no wider than the shipped model's, FWHM averaged over
+                the 16 positions
+
+Why this rule: each candidate so far was a fine-tune of the shipped model, and a fine-tune can raise PSNR
+while it moves a category's tracer away from the truth (`results/mse-polish2.md`) or widens the restored
+point (`results/mse3-polish.md`, `results/edge-polish.md`); each clause guards one of those. Until
+`results/edge-polish.md` the point clause read the chart's single on-grid point; that sample overstated a
+widening up to twofold there, so the clause now reads the mean over positions (the on-grid width is printed
+beside it). Prints the table and the verdict; exits 0 when the candidate passes, 1 when it does not.
+About 1 min on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpimamba import pretrained
+from mpimamba.demo import demo_pairs, has_psf, metrics_table, score_pairs
+from mpimamba.eval import resolution
+from mpimamba.infer import Restoration
+from mpimamba.models.checkpoint import load_model
+from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
+from mpimamba.threads import configure_threads
+from model_card import CHART_SETTINGS
+from point_fwhm import point_widths, shifted_inputs
+
+SSIM_TARGET = 0.85  # issue 11's target over the demo pairs
+PER_CATEGORY = 8  # the demo pairs the issue's targets are stated on
+SUBPIXEL = 4  # the point at SUBPIXEL × SUBPIXEL positions within a pixel
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the rule reads of one model."""
+
+    psnr_gain: float  # dB, mean over the demo pairs
+    ssim: float  # mean over the demo pairs
+    masses: dict[str, float]  # category -> mean mass ratio of its demo pairs
+    point_x_mm: float  # FWHM along x of the restored point, mean over the sub-pixel positions
+    point_x_on_grid_mm: float  # the same at the chart's on-grid position only
+
+    @property
+    def worst_mass(self) -> tuple[str, float]:
+        """(category, mass ratio) of the category furthest from 1."""
+        return max(self.masses.items(), key=lambda item: abs(item[1] - 1.0))
+
+
+def score(model_path: Path, protocol) -> Scores:
+    """The rule's figures for the model at `model_path` on the demo pairs of `protocol`."""
+    restoration = Restoration(load_model(model_path))
+    rows, _ = score_pairs(restoration, demo_pairs(per_category=PER_CATEGORY, protocol=protocol,
+                                                  geometry=has_psf(protocol)))
+    _, mean = metrics_table(rows)
+    chart = resolution.make_chart(resolution.ChartSetting(*CHART_SETTINGS[0]))
+    inputs, positions = shifted_inputs(chart, SUBPIXEL)  # (SUBPIXEL², S, S); the first is the on-grid point
+    along_x, _ = point_widths(np.stack([restoration(image) for image in inputs]), positions, chart.setting.spacing_mm)
+    return Scores(psnr_gain=mean["psnr_out"] - mean["psnr_in"], ssim=mean["ssim_out"],
+                  masses={c: mean[f"mass_ratio_{c}"] for c in sorted(DEFAULT_CATEGORIES)},
+                  point_x_mm=float(along_x.mean()), point_x_on_grid_mm=float(along_x[0]))
+
+
+def clauses(candidate: Scores, shipped: Scores) -> list[tuple[str, bool, str]]:
+    """[(clause, passed, the figures it compared)] of the ship rule (see the module doc)."""
+    (c_cat, c_mass), (s_cat, s_mass) = candidate.worst_mass, shipped.worst_mass
+    return [
+        ("PSNR", candidate.psnr_gain > shipped.psnr_gain,
+         f"gain {candidate.psnr_gain:+.2f} dB against {shipped.psnr_gain:+.2f}"),
+        ("SSIM", candidate.ssim >= SSIM_TARGET, f"{candidate.ssim:.3f} against the target {SSIM_TARGET}"),
+        ("mass", abs(c_mass - 1.0) <= abs(s_mass - 1.0),
+         f"worst {c_cat} {c_mass:.3f} against {s_cat} {s_mass:.3f}"),
+        ("point", candidate.point_x_mm <= shipped.point_x_mm,
+         f"FWHM x {candidate.point_x_mm:.3f} mm against {shipped.point_x_mm:.3f} (on the grid: "
+         f"{candidate.point_x_on_grid_mm:.2f} against {shipped.point_x_on_grid_mm:.2f})"),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidate", type=Path, help="the candidate model (.safetensors, its .json beside it)")
+    parser.add_argument("--shipped", type=Path, default=None,
+                        help="the model to beat (default: the one inside the package)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    shipped_path = args.shipped or pretrained.model_path()
+    for name, path in (("candidate", args.candidate), ("--shipped", shipped_path)):
+        if not path.is_file():
+            parser.error(f"{name}: no model file at {path}")
+    configure_threads(args.threads)
+    protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on the shipped model's demo pairs
+    candidate, shipped = score(args.candidate, protocol), score(shipped_path, protocol)
+    lines = [f"candidate: {args.candidate}", f"shipped:   {shipped_path}", "",
+             "| clause | passes | figures |", "|---|---|---|"]
+    verdict = clauses(candidate, shipped)
+    lines += [f"| {name} | {'yes' if ok else '**no**'} | {text} |" for name, ok, text in verdict]
+    lines += ["", "masses, candidate / shipped: " + ", ".join(
+        f"{c} {candidate.masses[c]:.3f} / {shipped.masses[c]:.3f}" for c in candidate.masses)]
+    passed = all(ok for _, ok, _ in verdict)
+    lines.append(f"\nverdict: {'ship it' if passed else 'keep the shipped model'}")
+    print("\n".join(lines))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
