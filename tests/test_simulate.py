@@ -286,3 +286,17 @@ def test_lissajous_protocol_images_with_the_authors_trajectory():
     with pytest.raises(ValueError, match="Lissajous trajectory needs the time-domain model"):
         PairConfig(trajectory="lissajous")
     assert PROTOCOLS["authors"].pairs.trajectory == "lissajous" and PROTOCOLS["authors"].canvas == 120
+
+
+def test_a_category_named_twice_is_drawn_twice_as_often():
+    """multiscale-points names `points` twice: drawn with probability 2/7 instead of multiscale's 1/6, and its
+    description says so."""
+    from mpimamba.physics.pairs import _phantom_pool
+
+    pool = _phantom_pool(PROTOCOLS["multiscale-points"].pairs)
+    assert len(pool) == 7 and pool.count("points") == 2
+    _, _, drawn = make_pairs(np.random.default_rng(5), PROTOCOLS["multiscale-points"].pairs, 16, 700, details=True)
+    share = drawn["categories"].count("points") / 700
+    assert abs(share - 2 / 7) < 4 * (2 / 7 * 5 / 7 / 700) ** 0.5  # within 4 standard errors of 2/7, far from 1/6
+    assert "points (×2)" in PROTOCOLS["multiscale-points"].describe()
+    assert "points (×" not in PROTOCOLS["multiscale"].describe()
