@@ -101,8 +101,9 @@ def main() -> int:
     args = parser.parse_args()
     shipped_path = args.shipped or pretrained.model_path()
     for name, path in (("candidate", args.candidate), ("--shipped", shipped_path)):
-        if not path.is_file():
-            parser.error(f"{name}: no model file at {path}")
+        for needed in (path, path.with_suffix(".json")):  # the JSON names the network and its training data
+            if not needed.is_file():
+                parser.error(f"{name}: no file at {needed} (a model is a .safetensors with its .json beside it)")
     configure_threads(args.threads)
     protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on the shipped model's demo pairs
     candidate, shipped = score(args.candidate, protocol), score(shipped_path, protocol)

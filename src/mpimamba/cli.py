@@ -69,7 +69,8 @@ def _add_protocol_options(p) -> None:
     g = p.add_argument_group("simulation protocol (mpimamba.physics.protocols; unset flags keep the protocol's value)")
     g.add_argument("--protocol", default=None, metavar="NAME",
                    help="named protocol: default (broad: x and z scans, 5-12 T/m, 0.2-0.5 mm, SNR 15-45 dB), "
-                        "multiscale (default on 64-256 px canvases, with point sources), authors (time-domain Lissajous "
+                        "multiscale (default on 64-256 px canvases, with point sources), multiscale-points (multiscale "
+                        "with twice the point sources), authors (time-domain Lissajous "
                         "x-space, 9 T/m), authors-psf, shipped-v1 (default: default)")
     g.add_argument("--scan", choices=["x", "z", "random"], help="drive axis of the input")
     g.add_argument("--target", choices=["phantom", "isotropic"],

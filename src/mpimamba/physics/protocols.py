@@ -16,6 +16,9 @@ Named protocols (`PROTOCOLS`):
   phantom show) plus the `points` category (1–3 px point sources and thin lines). The data of the shipped
   model's fine-tuning stage (`pretrained`): `default` alone, on 128-px canvases, made the model worse on
   64-px scans and on point sources than the first model trained at 64 px.
+- `multiscale-points`: `multiscale` with `points` named twice in its categories, so a phantom is a point
+  source chart 2 times in 7 instead of 1 in 6 (a category named n times is drawn n times as often): for
+  fine-tunes that should keep a restored point narrow (experiments/results/edge-polish.md).
 - `authors`: the authors' own simulation: the time-domain x-space model with their Lissajous
   trajectory (25 / 24.75 kHz) over a 120-px field of view of 0.25 mm pixels (±15 mm), 9 T/m (their other
   setting: `--gradient 6`), SNR 30–40 dB (our choice: the paper gives no number), every phantom category
