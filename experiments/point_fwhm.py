@@ -69,6 +69,15 @@ def point_widths(images: np.ndarray, positions: np.ndarray, spacing: float) -> t
     return np.array(along_x), np.array(along_z)
 
 
+def subpixel_widths(restore, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """FWHM along x and along z (mm) of the point at steps × steps sub-pixel positions on the first chart setting,
+    each restored by `restore` ((H, W) -> (H, W); None = the input itself); two (steps²,) arrays, the on-grid first."""
+    chart = resolution.make_chart(resolution.ChartSetting(*CHART_SETTINGS[0]))
+    inputs, positions = shifted_inputs(chart, steps)
+    images = inputs if restore is None else np.stack([restore(image) for image in inputs])
+    return point_widths(images, positions, chart.setting.spacing_mm)
+
+
 def _spread(values: np.ndarray) -> str:
     return f"{values.mean():.2f} ({values.min():.2f}–{values.max():.2f})"
 
@@ -91,15 +100,12 @@ def main() -> None:
             outputs = np.stack([restoration(image) for image in chart.inputs])  # (N, S, S)
             lines.append(_row(name, setting, outputs, chart))
     if args.subpixel > 0:
-        chart = resolution.make_chart(resolution.ChartSetting(*CHART_SETTINGS[0]))
-        inputs, positions = shifted_inputs(chart, args.subpixel)
-        spacing = chart.setting.spacing_mm
+        scan, gradient, spacing = CHART_SETTINGS[0]
         lines += ["", f"Point source at {args.subpixel}x{args.subpixel} sub-pixel positions, "
-                  f"{CHART_SETTINGS[0][0]} scan, {CHART_SETTINGS[0][1]:g} T/m, {spacing:g} mm: mean (range), mm", "",
+                  f"{scan} scan, {gradient:g} T/m, {spacing:g} mm: mean (range), mm", "",
                   "| image | FWHM x | FWHM z |", "|---|---|---|"]
-        for name, images in [("input", inputs),
-                             *((n, np.stack([r(image) for image in inputs])) for n, r in restorations)]:
-            along_x, along_z = point_widths(images, positions, spacing)
+        for name, restore in [("input", None), *restorations]:
+            along_x, along_z = subpixel_widths(restore, args.subpixel)
             lines.append(f"| {name} | {_spread(along_x)} | {_spread(along_z)} |")
     print("\n".join(lines))
 

@@ -30,17 +30,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mpimamba import pretrained
 from mpimamba.demo import demo_pairs, has_psf, metrics_table, score_pairs
-from mpimamba.eval import resolution
 from mpimamba.infer import Restoration
 from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
 from mpimamba.threads import configure_threads
-from model_card import CHART_SETTINGS
-from point_fwhm import point_widths, shifted_inputs
+from point_fwhm import subpixel_widths
 
 SSIM_TARGET = 0.85  # issue 11's target over the demo pairs
 PER_CATEGORY = 8  # the demo pairs the issue's targets are stated on
@@ -63,15 +59,12 @@ class Scores:
         return max(self.masses.items(), key=lambda item: abs(item[1] - 1.0))
 
 
-def score(model_path: Path, protocol) -> Scores:
-    """The rule's figures for the model at `model_path` on the demo pairs of `protocol`."""
+def score(model_path: Path, pairs: list) -> Scores:
+    """The rule's figures for the model at `model_path` on the demo `pairs` (`demo_pairs`)."""
     restoration = Restoration(load_model(model_path))
-    rows, _ = score_pairs(restoration, demo_pairs(per_category=PER_CATEGORY, protocol=protocol,
-                                                  geometry=has_psf(protocol)))
+    rows, _ = score_pairs(restoration, pairs)
     _, mean = metrics_table(rows)
-    chart = resolution.make_chart(resolution.ChartSetting(*CHART_SETTINGS[0]))
-    inputs, positions = shifted_inputs(chart, SUBPIXEL)  # (SUBPIXEL², S, S); the first is the on-grid point
-    along_x, _ = point_widths(np.stack([restoration(image) for image in inputs]), positions, chart.setting.spacing_mm)
+    along_x, _ = subpixel_widths(restoration, SUBPIXEL)  # the first position is the on-grid point
     return Scores(psnr_gain=mean["psnr_out"] - mean["psnr_in"], ssim=mean["ssim_out"],
                   masses={c: mean[f"mass_ratio_{c}"] for c in sorted(DEFAULT_CATEGORIES)},
                   point_x_mm=float(along_x.mean()), point_x_on_grid_mm=float(along_x[0]))
@@ -106,7 +99,8 @@ def main() -> int:
                 parser.error(f"{name}: no file at {needed} (a model is a .safetensors with its .json beside it)")
     configure_threads(args.threads)
     protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on the shipped model's demo pairs
-    candidate, shipped = score(args.candidate, protocol), score(shipped_path, protocol)
+    pairs = demo_pairs(per_category=PER_CATEGORY, protocol=protocol, geometry=has_psf(protocol))
+    candidate, shipped = score(args.candidate, pairs), score(shipped_path, pairs)
     lines = [f"candidate: {args.candidate}", f"shipped:   {shipped_path}", "",
              "| clause | passes | figures |", "|---|---|---|"]
     verdict = clauses(candidate, shipped)
