@@ -76,16 +76,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
     parser.add_argument("--protocol", default=pretrained.PROTOCOL.name, choices=sorted(PROTOCOLS),
                         help="data of the tune and polish stages (default: the recipe's, pretrained.PROTOCOL)")
+    parser.add_argument("--categories", type=lambda t: tuple(t.split(",")), default=None, metavar="A,B,...",
+                        help="the tune and polish stages' phantom categories instead of the protocol's; a category "
+                             "named n times is drawn n times as often (e.g. points,points,mouse,...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-install", action="store_true", help="train only; leave the shipped weights alone")
     args = parser.parse_args()
     configure_threads(args.threads)
+    # the tune and polish stages' data; --categories changes one field and the protocol's name records it
+    try:
+        data = PROTOCOLS[args.protocol].replace(**({"categories": args.categories} if args.categories else {}))
+    except ValueError as error:  # an unknown category name
+        parser.error(f"--categories: {error}")
 
     shared = dict(method=pretrained.METHOD, preset=pretrained.PRESET, batch=args.batch, patch=args.patch,
                   ckpt_every=50, val_every=100, val_images=16, label="mpi_mamba", device="cpu")
     base = TrainConfig(protocol=pretrained.BASE_PROTOCOL, steps=args.base_steps, lr=args.lr,
                        out=str(args.out / "base"), **shared)
-    tune = TrainConfig(protocol=PROTOCOLS[args.protocol], steps=args.steps, lr=args.tune_lr,
+    tune = TrainConfig(protocol=data, steps=args.steps, lr=args.tune_lr,
                        init=str(args.out / "base" / "model.safetensors"), phases=("phase2",),
                        out=str(args.out / "tune"), **shared)
     # recorded as the recipe's other paths are, relative to the repository it runs in (not this machine's path)
@@ -97,7 +105,7 @@ def main() -> None:
         earlier = {"base": base.to_dict(), "tune": tune.to_dict()}
         stage, polish_init = "polish", str(args.out / "tune" / "model.safetensors")
     polish_patch = args.polish_patch or args.patch
-    polish = TrainConfig(protocol=PROTOCOLS[args.protocol].for_patch(polish_patch), steps=args.polish_steps,
+    polish = TrainConfig(protocol=data.for_patch(polish_patch), steps=args.polish_steps,
                          lr=args.polish_lr, init=polish_init, phases=("phase2",), out=str(args.out / stage),
                          mixed_patches=tuple(args.polish_mixed_patch), warmup_steps=args.polish_warmup, ema_decay=args.polish_ema,
                          **{t.field: getattr(args, f"polish_{t.field}") for t in TERMS},

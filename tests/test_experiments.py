@@ -373,6 +373,18 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
     assert polish.sizes == ((64, 8), (128, 2)) and polish.protocol.canvas == (64, 256)
     assert polish.mass_weight == 1.5 and trained[-2].mass_weight == 0  # the term in the polish stage only
 
+    trained.clear()
+    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--protocol", "multiscale",
+                                     "--categories", "mouse,mouse,points", "--no-install"])
+    default_model.main()
+    base, tune, polish = trained  # the mix of the tune and polish stages; the base stage keeps its own data
+    assert tune.protocol.pairs.categories == polish.protocol.pairs.categories == ("mouse", "mouse", "points")
+    assert polish.protocol.name == "multiscale (changed: categories)" and polish.protocol.canvas == (64, 256)
+    assert base.protocol.pairs.categories != ("mouse", "mouse", "points")
+    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--categories", "mouse,mice"])
+    with pytest.raises(SystemExit):  # an unknown category is refused before anything trains
+        default_model.main()
+
 
 def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result(monkeypatch, tmp_path):
     """average_weights.py: share 0.25 gives 0.75 * first + 0.25 * second tensor by tensor, as a model that
