@@ -38,6 +38,7 @@ import torch
 import common
 from mpimamba import pretrained
 from mpimamba.cli import patch_and_batch
+from mpimamba.physics.phantoms import CATEGORIES
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.threads import configure_threads
 from mpimamba.train.config import TrainConfig
@@ -76,9 +77,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
     parser.add_argument("--protocol", default=pretrained.PROTOCOL.name, choices=sorted(PROTOCOLS),
                         help="data of the tune and polish stages (default: the recipe's, pretrained.PROTOCOL)")
-    parser.add_argument("--categories", type=lambda t: tuple(t.split(",")), default=None, metavar="A,B,...",
-                        help="the tune and polish stages' phantom categories instead of the protocol's; a category "
-                             "named n times is drawn n times as often (e.g. points,points,mouse,...)")
+    parser.add_argument("--categories", type=lambda t: tuple(name.strip() for name in t.split(",")), default=None,
+                        metavar="A,B,...",
+                        help="the tune and polish stages' phantom categories instead of the protocol's, from "
+                             f"{', '.join(sorted(CATEGORIES))}; a category named n times is drawn n times as often "
+                             "(e.g. points,points,mouse,...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-install", action="store_true", help="train only; leave the shipped weights alone")
     args = parser.parse_args()

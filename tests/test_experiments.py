@@ -381,9 +381,12 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
     assert tune.protocol.pairs.categories == polish.protocol.pairs.categories == ("mouse", "mouse", "points")
     assert polish.protocol.name == "multiscale (changed: categories)" and polish.protocol.canvas == (64, 256)
     assert base.protocol.pairs.categories != ("mouse", "mouse", "points")
-    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--categories", "mouse,mice"])
+    trained.clear()
+    monkeypatch.setattr("sys.argv", ["default_model.py", "--out", str(tmp_path), "--categories", "mouse, mice",
+                                     "--no-install"])
     with pytest.raises(SystemExit):  # an unknown category is refused before anything trains
         default_model.main()
+    assert not trained
 
 
 def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result(monkeypatch, tmp_path):
