@@ -37,7 +37,7 @@ import torch
 
 import common
 from mpimamba import pretrained
-from mpimamba.cli import patch_and_batch
+from mpimamba.cli import category_names, patch_and_batch
 from mpimamba.physics.phantoms import CATEGORIES
 from mpimamba.physics.protocols import PROTOCOLS
 from mpimamba.threads import configure_threads
@@ -77,8 +77,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default-model"), help="OUT/base, OUT/tune, OUT/polish")
     parser.add_argument("--protocol", default=pretrained.PROTOCOL.name, choices=sorted(PROTOCOLS),
                         help="data of the tune and polish stages (default: the recipe's, pretrained.PROTOCOL)")
-    parser.add_argument("--categories", type=lambda t: tuple(name.strip() for name in t.split(",")), default=None,
-                        metavar="A,B,...",
+    parser.add_argument("--categories", type=category_names, default=None, metavar="A,B,...",
                         help="the tune and polish stages' phantom categories instead of the protocol's, from "
                              f"{', '.join(sorted(CATEGORIES))}; a category named n times is drawn n times as often "
                              "(e.g. points,points,mouse,...)")

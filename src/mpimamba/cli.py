@@ -86,7 +86,7 @@ def _add_protocol_options(p) -> None:
                    help="constant offset, fraction of the unit-concentration peak")
     g.add_argument("--concentration", type=_number_or_range, metavar="C|LOW:HIGH",
                    help="concentration relative to the one at which --snr holds")
-    g.add_argument("--categories", type=lambda t: tuple(t.split(",")), metavar="A,B,...",
+    g.add_argument("--categories", type=category_names, metavar="A,B,...",
                    help="phantom categories (shape, resolution, vessel, sensitivity, mouse, points, glyphs)")
     g.add_argument("--font", type=Path, default=None,
                    help="a TrueType font: adds phantoms of text glyphs in it to the categories")
@@ -204,6 +204,12 @@ def _add_train(sub) -> None:
     mode.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="start over, replacing the run in RUN")
     p.set_defaults(run=_run_train)
+
+
+def category_names(text: str) -> tuple[str, ...]:
+    """'mouse, points,points' -> ('mouse', 'points', 'points'): an argparse type; the names are checked where the
+    protocol is built (`PairConfig`), and a name given n times is drawn n times as often."""
+    return tuple(name.strip() for name in text.split(","))
 
 
 def patch_and_batch(text: str) -> tuple[int, int]:
