@@ -18,6 +18,7 @@
  * floor(x + 0.5) in exp2, which only moves ties).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef W
@@ -150,32 +151,42 @@ static void forward_item(int64_t item, const dims_t *d, int64_t softplus, int64_
 /* Backward: items [first, last) of the B·K (batch, order) items, each owning its rows of every output (no two items
  * write the same entry). Layouts, channels last: u (B, L, Ku, E); delta, du, ddelta (B, L, K, E); bias (K, E);
  * A (K, N, E); Bm, Cm, dB, dC (B, L, K, N); positions (K, L); ckpt (B, K, S, N, E); gy (B, L, Kg, E);
- * dA_part (B, K, N, E) and dbias_part (B, K, E) in float64. */
+ * dA_part (B, K, N, E) and dbias_part (B, K, E) in float64.
+ *
+ * Loop order: segments outside, channel blocks inside. Every channel block reads the same rows of Bm and Cm
+ * and adds into the same rows of dB and dC; with the blocks inside, a segment's rows (SEG x 4 arrays x 64
+ * bytes) stay in L1 while all blocks pass over them, instead of the whole sequence's (4 MB at L 16384) being
+ * streamed from L3 once per block. Each block's adjoint state λ is carried between segments in `lam_all`. The
+ * sums are added in the same order as with blocks outside (dB, dC: block by block within a row; dA, dbias:
+ * segment by segment), so the numbers are the same bit for bit. */
 static void backward_item(int64_t item, const dims_t *d, int64_t softplus,
                         const float *u, const float *delta, const float *bias, const float *A,
                         const float *Bm, const float *Cm, const int64_t *positions, const float *ckpt,
                         const float *gy, float *du, float *ddelta, float *dB, float *dC,
-                        double *dA_part, double *dbias_part)
+                        double *dA_part, double *dbias_part, vf (*lam_all)[NS])
 {
     const int64_t K = d->orders, E = d->channels, L = d->length, S = d->segments;
     const int64_t b = item / K, k = item % K;
     const int64_t ku = d->ku_count == 1 ? 0 : k, kg = d->kg_count == 1 ? 0 : k;
     const int64_t *pos = positions + k * L;
+    double *dA_tot = dA_part + (b * K + k) * NS * E;  /* (N, E): this item's totals, added segment by segment */
+    double *dbias_tot = dbias_part + (b * K + k) * E;  /* (E,) */
     vf hbuf[SEG + 1][NS], dbuf[SEG][NS], xbuf[SEG], dtbuf[SEG], slbuf[SEG];
-    for (int64_t c0 = 0; c0 < E; c0 += W) {
-        const int first = c0 == 0;
-        vf Ak[NS], A2k[NS], lam[NS], dA_seg[NS];
-        double dA_tot[NS][W], dbias_tot[W];
-        memset(dA_tot, 0, sizeof dA_tot);
-        memset(dbias_tot, 0, sizeof dbias_tot);
-        for (int n = 0; n < NS; n++) {
-            Ak[n] = ld(A + (k * NS + n) * E + c0);
-            A2k[n] = Ak[n] * bc(LOG2E);
-            lam[n] = bc(0.0f);
-        }
-        const vf bias_v = ld(bias + k * E + c0);
-        for (int64_t s = S - 1; s >= 0; s--) {
-            const int64_t t0 = s * SEG, t1 = t0 + SEG < L ? t0 + SEG : L;
+    memset(dA_tot, 0, sizeof(double) * NS * E);
+    memset(dbias_tot, 0, sizeof(double) * E);
+    for (int64_t blk = 0; blk < E / W; blk++)
+        for (int n = 0; n < NS; n++) lam_all[blk][n] = bc(0.0f);
+    for (int64_t s = S - 1; s >= 0; s--) {
+        const int64_t t0 = s * SEG, t1 = t0 + SEG < L ? t0 + SEG : L;
+        for (int64_t c0 = 0; c0 < E; c0 += W) {
+            const int first = c0 == 0;
+            vf *lam = lam_all[c0 / W];
+            vf Ak[NS], A2k[NS], dA_seg[NS];
+            for (int n = 0; n < NS; n++) {
+                Ak[n] = ld(A + (k * NS + n) * E + c0);
+                A2k[n] = Ak[n] * bc(LOG2E);
+            }
+            const vf bias_v = ld(bias + k * E + c0);
             for (int n = 0; n < NS; n++) hbuf[0][n] = ld(ckpt + (((b * K + k) * S + s) * NS + n) * E + c0);
             for (int64_t t = t0; t < t1; t++) {  /* recompute the segment's decays and states */
                 const int i = (int)(t - t0);
@@ -227,11 +238,9 @@ static void backward_item(int64_t item, const dims_t *d, int64_t softplus,
                 st(ddelta + row * E + c0, graw);
                 dbias_seg += graw;
             }
-            for (int n = 0; n < NS; n++) for (int e = 0; e < W; e++) dA_tot[n][e] += dA_seg[n][e];
-            for (int e = 0; e < W; e++) dbias_tot[e] += dbias_seg[e];
+            for (int n = 0; n < NS; n++) for (int e = 0; e < W; e++) dA_tot[n * E + c0 + e] += dA_seg[n][e];
+            for (int e = 0; e < W; e++) dbias_tot[c0 + e] += dbias_seg[e];
         }
-        for (int n = 0; n < NS; n++) for (int e = 0; e < W; e++) dA_part[((b * K + k) * NS + n) * E + c0 + e] = dA_tot[n][e];
-        for (int e = 0; e < W; e++) dbias_part[(b * K + k) * E + c0 + e] = dbias_tot[e];
     }
 }
 
@@ -241,9 +250,13 @@ void scan_backward(int64_t first, int64_t last, const dims_t *d, int64_t softplu
                    const float *gy, float *du, float *ddelta, float *dB, float *dC,
                    double *dA_part, double *dbias_part)
 {
+    /* λ of every channel block; aligned, since the vector loads and stores of vf may assume it */
+    vf (*lam_all)[NS] = aligned_alloc(sizeof(vf), sizeof(vf[NS]) * (size_t)(d->channels / W));
+    if (lam_all == NULL) abort();  /* a few kB: failing here means the process is out of memory anyway */
     for (int64_t item = first; item < last; item++)
         backward_item(item, d, softplus, u, delta, bias, A, Bm, Cm, positions, ckpt, gy, du, ddelta, dB, dC,
-                      dA_part, dbias_part);
+                      dA_part, dbias_part, lam_all);
+    free(lam_all);
 }
 
 void scan_forward(int64_t first, int64_t last, const dims_t *d, int64_t softplus, int64_t save,
