@@ -10,7 +10,8 @@ candidate passes when every clause holds:
 
     PSNR        its mean PSNR gain over the input is above the shipped model's
     SSIM        its mean SSIM is at least the issue's target, 0.85
-    mass        its worst category's mass ratio is no further from 1 than the shipped model's worst
+    mass        its worst category's mass ratio in the input's units is no further from 1 than the shipped
+                model's worst
     point       its point along the drive axis (x) is no wider than the shipped model's, FWHM averaged over
                 the 16 positions
 
@@ -19,7 +20,12 @@ while it moves a category's tracer away from the truth (`results/mse-polish2.md`
 point (`results/mse3-polish.md`, `results/edge-polish.md`); each clause guards one of those. Until
 `results/edge-polish.md` the point clause read the chart's single on-grid point; that sample overstated a
 widening up to twofold there, so the clause now reads the mean over positions (the on-grid width is printed
-beside it). Prints the table and the verdict; exits 0 when the candidate passes, 1 when it does not.
+beside it). Until `results/points-polish.md` the mass clause read the plain mass ratio (output and target each
+divided by their own maximum), which scores how the hottest pixel is restored as much as how much tracer the
+output holds (one mouse image moved v8's category mean by 0.085); it now reads the ratio in the input's units
+(`mpimamba.eval.quantitative.input_units_mass_ratio`: the output scaled to explain the input through the pair's
+PSF), decided there before the candidates it judges were scored. The plain ratios are printed beside it.
+Prints the table and the verdict; exits 0 when the candidate passes, 1 when it does not.
 About 1 min on a 2-core CPU.
 """
 
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from mpimamba import pretrained
 from mpimamba.demo import demo_pairs, has_psf, metrics_table, score_pairs
+from mpimamba.eval.quantitative import INPUT_MASS
 from mpimamba.infer import Restoration
 from mpimamba.models.checkpoint import load_model
 from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
@@ -49,14 +56,15 @@ class Scores:
 
     psnr_gain: float  # dB, mean over the demo pairs
     ssim: float  # mean over the demo pairs
-    masses: dict[str, float]  # category -> mean mass ratio of its demo pairs
+    masses: dict[str, float]  # category -> mean plain mass ratio of its demo pairs (printed, not judged)
+    input_masses: dict[str, float]  # category -> mean mass ratio in the input's units (the mass clause)
     point_x_mm: float  # FWHM along x of the restored point, mean over the sub-pixel positions
     point_x_on_grid_mm: float  # the same at the chart's on-grid position only
 
     @property
     def worst_mass(self) -> tuple[str, float]:
-        """(category, mass ratio) of the category furthest from 1."""
-        return max(self.masses.items(), key=lambda item: abs(item[1] - 1.0))
+        """(category, mass ratio in the input's units) of the category furthest from 1."""
+        return max(self.input_masses.items(), key=lambda item: abs(item[1] - 1.0))
 
 
 def score(model_path: Path, pairs: list) -> Scores:
@@ -65,8 +73,10 @@ def score(model_path: Path, pairs: list) -> Scores:
     rows, _ = score_pairs(restoration, pairs)
     _, mean = metrics_table(rows)
     along_x, _ = subpixel_widths(restoration, SUBPIXEL)  # the first position is the on-grid point
+    categories = sorted(DEFAULT_CATEGORIES)
     return Scores(psnr_gain=mean["psnr_out"] - mean["psnr_in"], ssim=mean["ssim_out"],
-                  masses={c: mean[f"mass_ratio_{c}"] for c in sorted(DEFAULT_CATEGORIES)},
+                  masses={c: mean[f"mass_ratio_{c}"] for c in categories},
+                  input_masses={c: mean[f"{INPUT_MASS}_{c}"] for c in categories},
                   point_x_mm=float(along_x.mean()), point_x_on_grid_mm=float(along_x[0]))
 
 
@@ -78,7 +88,7 @@ def clauses(candidate: Scores, shipped: Scores) -> list[tuple[str, bool, str]]:
          f"gain {candidate.psnr_gain:+.2f} dB against {shipped.psnr_gain:+.2f}"),
         ("SSIM", candidate.ssim >= SSIM_TARGET, f"{candidate.ssim:.3f} against the target {SSIM_TARGET}"),
         ("mass", abs(c_mass - 1.0) <= abs(s_mass - 1.0),
-         f"worst {c_cat} {c_mass:.3f} against {s_cat} {s_mass:.3f}"),
+         f"worst {c_cat} {c_mass:.3f} against {s_cat} {s_mass:.3f}, in the input's units"),
         ("point", candidate.point_x_mm <= shipped.point_x_mm,
          f"FWHM x {candidate.point_x_mm:.3f} mm against {shipped.point_x_mm:.3f} (on the grid: "
          f"{candidate.point_x_on_grid_mm:.2f} against {shipped.point_x_on_grid_mm:.2f})"),
@@ -99,14 +109,20 @@ def main() -> int:
                 parser.error(f"{name}: no file at {needed} (a model is a .safetensors with its .json beside it)")
     configure_threads(args.threads)
     protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on the shipped model's demo pairs
+    if not has_psf(protocol):  # the mass clause needs each pair's PSF
+        parser.error(f"--shipped: its protocol {protocol.name!r} has no PSF per pair, so the mass ratio in the "
+                     "input's units that the mass clause reads cannot be computed")
     pairs = demo_pairs(per_category=PER_CATEGORY, protocol=protocol, geometry=has_psf(protocol))
     candidate, shipped = score(args.candidate, pairs), score(shipped_path, pairs)
     lines = [f"candidate: {args.candidate}", f"shipped:   {shipped_path}", "",
              "| clause | passes | figures |", "|---|---|---|"]
     verdict = clauses(candidate, shipped)
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {text} |" for name, ok, text in verdict]
-    lines += ["", "masses, candidate / shipped: " + ", ".join(
-        f"{c} {candidate.masses[c]:.3f} / {shipped.masses[c]:.3f}" for c in candidate.masses)]
+    lines.append("")
+    for label, field in (("in the input's units", "input_masses"), ("plain (not judged)", "masses")):
+        ours, theirs = getattr(candidate, field), getattr(shipped, field)
+        lines.append(f"masses {label}, candidate / shipped: "
+                     + ", ".join(f"{c} {ours[c]:.3f} / {theirs[c]:.3f}" for c in ours))
     passed = all(ok for _, ok, _ in verdict)
     lines.append(f"\nverdict: {'ship it' if passed else 'keep the shipped model'}")
     print("\n".join(lines))

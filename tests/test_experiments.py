@@ -455,21 +455,23 @@ def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch
 
 
 def test_ship_rule_passes_only_when_every_clause_holds(monkeypatch):
-    """ship_check.clauses: PSNR gain above the shipped model's, SSIM at least 0.85, the worst category's mass no
-    further from 1 (either side) than the shipped model's worst, the drive-axis point no wider on average."""
+    """ship_check.clauses: PSNR gain above the shipped model's, SSIM at least 0.85, the worst category's mass in the
+    input's units no further from 1 (either side) than the shipped model's worst, the drive-axis point no wider on
+    average; the plain mass ratios are not judged."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     from ship_check import Scores, clauses
 
     shipped = Scores(psnr_gain=12.81, ssim=0.857, masses={"mouse": 1.230, "vessel": 0.879},
-                     point_x_mm=0.92, point_x_on_grid_mm=0.90)
-    better = Scores(psnr_gain=12.9, ssim=0.86, masses={"mouse": 1.10, "vessel": 0.80}, point_x_mm=0.92,
-                    point_x_on_grid_mm=0.95)
-    assert better.worst_mass == ("vessel", 0.80)
-    assert [ok for _, ok, _ in clauses(better, shipped)] == [True, True, True, True]
-    at_the_limits = dataclasses.replace(better, ssim=0.85, masses={"mouse": 0.77}, point_x_mm=0.92)
+                     input_masses={"mouse": 0.988, "vessel": 0.875}, point_x_mm=0.92, point_x_on_grid_mm=0.90)
+    better = Scores(psnr_gain=12.9, ssim=0.86, masses={"mouse": 1.30, "vessel": 0.70},
+                    input_masses={"mouse": 1.05, "vessel": 0.95}, point_x_mm=0.92, point_x_on_grid_mm=0.95)
+    assert better.worst_mass == ("mouse", 1.05)
+    assert [ok for _, ok, _ in clauses(better, shipped)] == [True, True, True, True]  # plain 1.30 / 0.70 not judged
+    # 1.125 and 0.875: 1 ± 1/8, exact in binary, so the mass clause meets equality
+    at_the_limits = dataclasses.replace(better, ssim=0.85, input_masses={"mouse": 1.125}, point_x_mm=0.92)
     assert all(ok for _, ok, _ in clauses(at_the_limits, shipped))  # SSIM, mass and point hold at equality
     for change, failing in ((dict(psnr_gain=12.81), "PSNR"), (dict(ssim=0.849), "SSIM"),
-                            (dict(masses={"mouse": 1.0, "vessel": 0.76}), "mass"),
-                            (dict(masses={"mouse": 1.231}), "mass"), (dict(point_x_mm=0.921), "point")):
+                            (dict(input_masses={"mouse": 1.0, "vessel": 0.874}), "mass"),
+                            (dict(input_masses={"mouse": 1.126}), "mass"), (dict(point_x_mm=0.921), "point")):
         verdict = clauses(dataclasses.replace(better, **change), shipped)
         assert [name for name, ok, _ in verdict if not ok] == [failing], change
