@@ -29,7 +29,7 @@ Threads: numba's pool size is set once per process (`mpimamba.threads`), never p
 
 Where they were built (x86-64 with AVX2 or AVX-512; N = 16 and channels divisible by the vector width)
 the C kernels of scan_kernels.c run instead of these two (native.py): the same recurrences with the
-state tile in registers, the backward about twice as fast.
+state tile in registers, forward+backward about 1.3× as fast (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ class _ScanCPU(torch.autograd.Function):
         dA_part = torch.empty(batch, *A.shape, dtype=torch.float64)  # (B, K, N, E)
         dbias_part = torch.empty(batch, *bias.shape, dtype=torch.float64)  # (B, K, E)
         gy = gy.contiguous()
-        if native.usable(A.shape[1], delta.shape[3]):  # the C kernel: same numbers, about twice as fast
+        if native.usable(A.shape[1], delta.shape[3]):  # the C kernel: same numbers, faster (docs/methods.md)
             native.backward(u, delta, bias, ctx.softplus, A, B, C, ctx.positions, ckpt, gy, du_per_order,
                             ddelta, dB, dC, dA_part, dbias_part)
         else:
