@@ -39,19 +39,14 @@ MARCH = {"avx512": ("x86-64-v4", 16), "avx2": ("x86-64-v3", 8)}  # as setup.py's
 
 
 def build(source_text: str, variant: str, out: Path) -> native.Library:
-    """One version of the kernel source compiled as setup.py does, loaded and typed as native.load does."""
+    """One version of the kernel source compiled as setup.py does, loaded and typed as native.load does (without
+    its ABI-version check: the baseline may predate it)."""
     march, width = MARCH[variant]
     src = out.with_suffix(".c")
     src.write_text(source_text)
     subprocess.run(["gcc", "-O3", f"-march={march}", f"-DW={width}", "-ffp-contract=fast", "-Wno-psabi",
                     "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
-    lib = ctypes.CDLL(str(out))
-    lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
-    lib.scan_forward.restype = lib.scan_backward.restype = None
-    head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
-    lib.scan_forward.argtypes = [*head, ctypes.c_int64, *[ctypes.c_void_p] * 9]
-    lib.scan_backward.argtypes = [*head, *[ctypes.c_void_p] * 15]
-    return native.Library(variant, lib, lib.scan_vector_width(), lib.scan_state_size())
+    return native.Library.wrapping(variant, native.declare_signatures(ctypes.CDLL(str(out))))
 
 
 def main() -> None:
@@ -130,6 +125,7 @@ def time_steps(libs: dict, in_use: dict, repeats: int) -> None:
         (before, a), (now, b) = ((name, statistics.median(t)) for name, t in times.items())
         print(f"MPI-Mamba small {phase} step, batch 8, 64x64 | {before}: {a:.3f} s | {now}: {b:.3f} s | "
               f"{a / b:4.2f}x faster")
+
 
 if __name__ == "__main__":
     main()

@@ -85,6 +85,11 @@ def load(variant: str) -> ctypes.CDLL | None:
         warnings.warn(f"{path} was built from another version of scan_kernels.c and is not used (the numba "
                       "kernels run instead); reinstall the package (pip install -e .) to rebuild it", stacklevel=2)
         return None
+    return declare_signatures(lib)
+
+
+def declare_signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """`lib` with its kernels' argument and result types set (ctypes checks none of them against the C)."""
     lib.scan_vector_width.restype = lib.scan_state_size.restype = ctypes.c_int64
     lib.scan_forward.restype = lib.scan_backward.restype = None
     head = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]  # first, last, dims, softplus
@@ -103,7 +108,11 @@ class Library(NamedTuple):
 
     @classmethod
     def of(cls, variant: str) -> Library:
-        lib = load(variant)
+        return cls.wrapping(variant, load(variant))
+
+    @classmethod
+    def wrapping(cls, variant: str, lib: ctypes.CDLL) -> Library:
+        """A typed library (`declare_signatures`) with its shapes read."""
         return cls(variant, lib, lib.scan_vector_width(), lib.scan_state_size())
 
 
