@@ -29,7 +29,7 @@ Threads: numba's pool size is set once per process (`mpimamba.threads`), never p
 
 Where they were built (x86-64 with AVX2 or AVX-512; N = 16 and channels divisible by the vector width)
 the C kernels of scan_kernels.c run instead of these two (native.py): the same recurrences with the
-state tile in registers, forward+backward about 1.3× as fast (docs/methods.md).
+state tile in registers, forward+backward about 1.5× as fast (docs/methods.md).
 """
 
 from __future__ import annotations

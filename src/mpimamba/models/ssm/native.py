@@ -3,7 +3,7 @@
 setup.py compiles scan_kernels.c into plain shared libraries next to this file on x86-64, one per vector
 width (`_scan_kernels_avx512*`, 16 channels per vector; `_scan_kernels_avx2*`, 8); this module loads the
 widest one the CPU runs through ctypes. They compute the numba kernels' numbers (tests/test_ssm.py holds
-both to the reference), forward+backward about 1.3× as fast at SS2D's shape on AVX2 (benchmarks/step.py).
+both to the reference), forward+backward about 1.5× as fast at SS2D's shape on AVX2 (benchmarks/step.py).
 They cover the shapes MPI-Mamba runs, state size N = 16 and a channel count divisible by the vector width;
 anything else, a CPU without AVX2, a machine where the build failed, or MPIMAMBA_SCAN_NATIVE=0 runs the numba
 kernels.

@@ -4,10 +4,10 @@
  *
  * Why C: the numba kernels vectorise over channels but cannot keep a (state x channel) tile in registers,
  * and the numba backward reduces dB and dC (sums over channels) one (step, state) at a time. Here W channels
- * are one vector (GCC vector extensions, no intrinsics), the state h (forward) or the adjoint state λ
+ * are one vector (GCC vector extensions; intrinsics only for min and max), the state h (forward) or the adjoint state λ
  * (backward) of those channels for all 16 states stays in registers for the whole sequence, and the 16
  * channel sums of one step are done together by a transposing tree of shuffles (15 shuffle-add pairs
- * instead of 16 separate horizontal sums).
+ * instead of 16 separate horizontal sums; on AVX2 a tree whose shuffles stay within 128-bit halves).
  *
  * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernels in use):
  * W = 16 with -march=x86-64-v4 (AVX-512) and W = 8 with -march=x86-64-v3 (AVX2 + FMA); native.py loads the
@@ -17,6 +17,7 @@
  * into float64 totals; exp and log1p are the same polynomials (rounding to the nearest integer instead of
  * floor(x + 0.5) in exp2, which only moves ties).
  */
+#include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,18 +37,33 @@ static inline void st(float *p, vf v) { *(vfu *)p = v; }
 static inline vf bc(float x) { return x - (vf){0}; }
 static inline vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
+/* min(c, x) and max(c, x), one instruction each where sel would take a compare and a blend (the blend is two
+ * micro-ops on AVX2). These are the only intrinsics: vector extensions have no min or max in C. The constant
+ * goes first: MINPS / MAXPS return their second operand when one is NaN, so a NaN x passes through as it
+ * does through sel(x > c, c, x). */
+#if W == 16
+static inline vf vmin(vf c, vf x) { return (vf)_mm512_min_ps((__m512)c, (__m512)x); }
+static inline vf vmax(vf c, vf x) { return (vf)_mm512_max_ps((__m512)c, (__m512)x); }
+#elif W == 8
+static inline vf vmin(vf c, vf x) { return (vf)_mm256_min_ps((__m256)c, (__m256)x); }
+static inline vf vmax(vf c, vf x) { return (vf)_mm256_max_ps((__m256)c, (__m256)x); }
+#else
+static inline vf vmin(vf c, vf x) { return sel(x > c, c, x); }
+static inline vf vmax(vf c, vf x) { return sel(x < c, c, x); }
+#endif
+
 static const float LOG2E = 1.4426950408889634f;
 static const float P0 = 1.0000001192092896f, P1 = 0.6931469440460205f, P2 = 0.24022121727466583f,
                    P3 = 0.05550742521882057f, P4 = 0.009675459936261177f, P5 = 0.0013266970636323094f;
 
 static inline vf exp2v(vf x) {
-    vf v = sel(x > bc(127.0f), bc(127.0f), x);
-    v = sel(v < bc(-126.0f), bc(-126.0f), v);
+    const vf v = vmax(bc(-126.0f), vmin(bc(127.0f), x));
     const vf magic = bc(12582912.0f);  /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
-    vf k = (v + magic) - magic;
+    const vf shifted = v + magic;  /* k + 1.5 * 2^23 exactly: k sits in the low bits of the mantissa */
+    vf k = shifted - magic;
     vf r = v - k;
     vf p = ((((bc(P5) * r + bc(P4)) * r + bc(P3)) * r + bc(P2)) * r + bc(P1)) * r + bc(P0);
-    vi ki = __builtin_convertvector(k, vi);
+    vi ki = (vi)shifted - (vi)magic;  /* the integer k, read from those bits instead of converted from k */
     vi bits = (ki + 127) << 23;
     return p * (vf)bits;
 }
@@ -91,6 +107,24 @@ static const vi EVEN = {0,2,4,6}, ODD = {1,3,5,7};
 static inline vf pairsum(vf a, vf b) { return __builtin_shuffle(a, b, EVEN) + __builtin_shuffle(a, b, ODD); }
 
 /* out[j] lane l = the sum of the lanes of v[j*W + l]: NS horizontal sums in NS - NS/W shuffle-add pairs */
+#if W == 8
+/* AVX2 version of the same tree. EVEN / ODD cross the two 128-bit halves of a vector, which AVX2 does with a
+ * vpermd per operand and a blend (7 instructions per pairsum, half of the backward's time in this reduction).
+ * Here the first two levels pair lanes within each half (one vshufps per operand) and only the last level
+ * joins the halves (one vperm2f128 per operand). Every lane is still ((l0 + l1) + (l2 + l3)) + ((l4 + l5) +
+ * (l6 + l7)), so the sums are the same bit for bit; only where the partial sums sit in between differs. */
+static const vi IN_HALF_EVEN = {0,2,8,10,4,6,12,14}, IN_HALF_ODD = {1,3,9,11,5,7,13,15};
+static const vi LOW_HALVES = {0,1,2,3,8,9,10,11}, HIGH_HALVES = {4,5,6,7,12,13,14,15};
+static inline void reduce_lanes(vf *v, vf *out) {
+    for (int count = NS; count > NS / 4; count /= 2)  /* [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] */
+        for (int i = 0; i < count / 2; i++)
+            v[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], IN_HALF_EVEN)
+                 + __builtin_shuffle(v[2 * i], v[2 * i + 1], IN_HALF_ODD);
+    for (int j = 0; j < NS / W; j++)  /* [a0123, b, c, d | a4567, b, c, d] pairs -> [a, b, c, d, e, f, g, h] */
+        out[j] = __builtin_shuffle(v[2 * j], v[2 * j + 1], LOW_HALVES)
+               + __builtin_shuffle(v[2 * j], v[2 * j + 1], HIGH_HALVES);
+}
+#else
 static inline void reduce_lanes(vf *v, vf *out) {
     int count = NS;
     for (int width = W; width > 1; width /= 2) {
@@ -99,6 +133,7 @@ static inline void reduce_lanes(vf *v, vf *out) {
     }
     for (int j = 0; j < NS / W; j++) out[j] = v[j];
 }
+#endif
 
 /* Shapes, in the order native.py passes them. */
 typedef struct {
