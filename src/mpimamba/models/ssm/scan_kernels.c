@@ -4,10 +4,12 @@
  *
  * Why C: the numba kernels vectorise over channels but cannot keep a (state x channel) tile in registers,
  * and the numba backward reduces dB and dC (sums over channels) one (step, state) at a time. Here W channels
- * are one vector (GCC vector extensions; intrinsics only for min and max), the state h (forward) or the adjoint state λ
- * (backward) of those channels for all 16 states stays in registers for the whole sequence, and the 16
- * channel sums of one step are done together by a transposing tree of shuffles (15 shuffle-add pairs
- * instead of 16 separate horizontal sums; on AVX2 a tree whose shuffles stay within 128-bit halves).
+ * are one vector (GCC vector extensions; intrinsics only for min and max), the state h (forward) or the
+ * adjoint state λ (backward) of those channels for all 16 states stays in registers for the whole sequence
+ * (with AVX2's 16 vector registers, partly in stack slots that stay in L1), and the 16 channel sums of one
+ * step are done together by a transposing tree of shuffles (NS - NS/W shuffle-add pairs, 15 with AVX-512 and
+ * 14 with AVX2, instead of 16 separate horizontal sums; on AVX2 a tree whose shuffles stay within 128-bit
+ * halves).
  *
  * Built twice by setup.py on x86-64 (optional extensions: a failed build leaves the numba kernels in use):
  * W = 16 with -march=x86-64-v4 (AVX-512) and W = 8 with -march=x86-64-v3 (AVX2 + FMA); native.py loads the
@@ -59,7 +61,7 @@ static const float P0 = 1.0000001192092896f, P1 = 0.6931469440460205f, P2 = 0.24
 static inline vf exp2v(vf x) {
     const vf v = vmax(bc(-126.0f), vmin(bc(127.0f), x));
     const vf magic = bc(12582912.0f);  /* 1.5 * 2^23: adding and subtracting it rounds to the nearest integer */
-    const vf shifted = v + magic;  /* k + 1.5 * 2^23 exactly: k sits in the low bits of the mantissa */
+    const vf shifted = v + magic;  /* k + 1.5 * 2^23 exactly, so bits(shifted) - bits(magic) = k */
     vf k = shifted - magic;
     vf r = v - k;
     vf p = ((((bc(P5) * r + bc(P4)) * r + bc(P3)) * r + bc(P2)) * r + bc(P1)) * r + bc(P0);
