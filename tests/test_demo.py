@@ -15,6 +15,20 @@ def test_demo_pairs_cover_every_category_and_are_reproducible():
         assert lq1.dtype == np.float32 and 0 <= lq1.min() and lq1.max() <= 1
 
 
+def test_selection_pairs_are_other_pairs_of_the_same_kind():
+    """ship_check's `--pairs selection`: a reproducible set of the same categories, none of whose images is a demo
+    image, so a choice made on it leaves the demo's figures unbiased."""
+    from mpimamba.demo import SELECTION_ENTROPY
+
+    demo = demo_pairs(size=32, per_category=2)
+    first = demo_pairs(size=32, per_category=2, entropy=SELECTION_ENTROPY)
+    second = demo_pairs(size=32, per_category=2, entropy=SELECTION_ENTROPY)
+    assert [(c, i) for c, i, _, _ in first] == [(c, i) for c, i, _, _ in demo]
+    for (_, _, lq1, gt1), (_, _, lq2, gt2) in zip(first, second):
+        assert np.array_equal(lq1, lq2) and np.array_equal(gt1, gt2)
+    assert not any(np.array_equal(gt, other) for *_, gt in first for *_, other in demo)
+
+
 def test_demo_pairs_with_geometry_are_the_same_pairs_and_say_their_psf():
     from mpimamba import pretrained
 
