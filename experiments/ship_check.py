@@ -57,9 +57,9 @@ PAIR_SETS = {"demo": DEMO_ENTROPY, "selection": SELECTION_ENTROPY}  # --pairs: w
 class Scores:
     """What the rule reads of one model."""
 
-    psnr_gain: float  # dB, mean over the demo pairs
-    ssim: float  # mean over the demo pairs
-    masses: dict[str, float]  # category -> mean plain mass ratio of its demo pairs (printed, not judged)
+    psnr_gain: float  # dB, mean over the scored pairs
+    ssim: float  # mean over the scored pairs
+    masses: dict[str, float]  # category -> mean plain mass ratio of its scored pairs (printed, not judged)
     input_masses: dict[str, float]  # category -> mean mass ratio in the input's units (the mass clause)
     point_x_mm: float  # FWHM along x of the restored point, mean over the sub-pixel positions
     point_x_on_grid_mm: float  # the same at the chart's on-grid position only
@@ -71,7 +71,7 @@ class Scores:
 
 
 def score(model_path: Path, pairs: list) -> Scores:
-    """The rule's figures for the model at `model_path` on the demo `pairs` (`demo_pairs`)."""
+    """The rule's figures for the model at `model_path` on `pairs` (`demo_pairs`: the demo's or the selection set)."""
     restoration = Restoration(load_model(model_path))
     rows, _ = score_pairs(restoration, pairs)
     _, mean = metrics_table(rows)
@@ -113,7 +113,7 @@ def main() -> int:
             if not needed.is_file():
                 parser.error(f"{name}: no file at {needed} (a model is a .safetensors with its .json beside it)")
     configure_threads(args.threads)
-    protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on the shipped model's demo pairs
+    protocol = pretrained.protocol(shipped_path.with_suffix(".json"))  # both on pairs of the shipped model's protocol
     if not has_psf(protocol):  # the mass clause needs each pair's PSF
         parser.error(f"--shipped: its protocol {protocol.name!r} has no PSF per pair, so the mass ratio in the "
                      "input's units that the mass clause reads cannot be computed")
