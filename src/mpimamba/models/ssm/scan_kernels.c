@@ -96,25 +96,14 @@ static inline void step_delta(vf v, int64_t softplus, vf *dt, vf *slope) {
     *slope = sel(v >= bc(0.0f), inv, w * inv);
 }
 
-#if W == 16
-static const vi EVEN = {0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30}, ODD = {1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31};
-#elif W == 8
-static const vi EVEN = {0,2,4,6,8,10,12,14}, ODD = {1,3,5,7,9,11,13,15};
-#elif W == 4
-static const vi EVEN = {0,2,4,6}, ODD = {1,3,5,7};
-#else
-#error "W must be 4, 8 or 16"
-#endif
-/* [a0+a1, a2+a3, ..., b0+b1, b2+b3, ...]: one level of the transposing reduction */
-static inline vf pairsum(vf a, vf b) { return __builtin_shuffle(a, b, EVEN) + __builtin_shuffle(a, b, ODD); }
-
 /* out[j] lane l = the sum of the lanes of v[j*W + l]: NS horizontal sums in NS - NS/W shuffle-add pairs */
 #if W == 8
-/* AVX2 version of the same tree. EVEN / ODD cross the two 128-bit halves of a vector, which AVX2 does with a
- * vpermd per operand and a blend (7 instructions per pairsum, half of the backward's time in this reduction).
- * Here the first two levels pair lanes within each half (one vshufps per operand) and only the last level
- * joins the halves (one vperm2f128 per operand). Every lane is still ((l0 + l1) + (l2 + l3)) + ((l4 + l5) +
- * (l6 + l7)), so the sums are the same bit for bit; only where the partial sums sit in between differs. */
+/* AVX2: the tree of the other widths (below) pairs even and odd lanes across the whole vector, which crosses
+ * the two 128-bit halves of an AVX2 vector: a vpermd per operand and a blend, 7 instructions per shuffle-add
+ * pair, half of the backward's time in this reduction. Here the first two levels pair lanes within each half
+ * (one vshufps per operand) and only the last level joins the halves (one vperm2f128 per operand). Every lane
+ * is still ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), as in that tree, so the sums are the same bit for
+ * bit; only where the partial sums sit in between differs. */
 static const vi IN_HALF_EVEN = {0,2,8,10,4,6,12,14}, IN_HALF_ODD = {1,3,9,11,5,7,13,15};
 static const vi LOW_HALVES = {0,1,2,3,8,9,10,11}, HIGH_HALVES = {4,5,6,7,12,13,14,15};
 static inline void reduce_lanes(vf *v, vf *out) {
@@ -127,6 +116,16 @@ static inline void reduce_lanes(vf *v, vf *out) {
                + __builtin_shuffle(v[2 * j], v[2 * j + 1], HIGH_HALVES);
 }
 #else
+#if W == 16
+static const vi EVEN = {0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30}, ODD = {1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31};
+#elif W == 4
+static const vi EVEN = {0,2,4,6}, ODD = {1,3,5,7};
+#else
+#error "W must be 4, 8 or 16"
+#endif
+/* [a0+a1, a2+a3, ..., b0+b1, b2+b3, ...]: one level of the transposing reduction */
+static inline vf pairsum(vf a, vf b) { return __builtin_shuffle(a, b, EVEN) + __builtin_shuffle(a, b, ODD); }
+
 static inline void reduce_lanes(vf *v, vf *out) {
     int count = NS;
     for (int width = W; width > 1; width /= 2) {
