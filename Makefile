@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test bench clean
 
-$(BIN)/mpimamba: pyproject.toml setup.py constraints.txt src/mpimamba/models/ssm/scan_kernels.c
+$(BIN)/mpimamba: pyproject.toml setup.py constraints.txt src/mpimamba/models/ssm/scan_kernels.c src/mpimamba/models/ssm/kernel_build.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"

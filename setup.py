@@ -6,21 +6,28 @@ the compiler is missing or refuses a flag the install still succeeds and the num
 Elsewhere (ARM, other CPUs) nothing is built.
 """
 
+import importlib.util
 import platform
 
 from setuptools import Extension, setup
 
-SOURCE = "src/mpimamba/models/ssm/scan_kernels.c"
-VARIANTS = {"avx512": ("x86-64-v4", 16), "avx2": ("x86-64-v3", 8)}  # name: (-march level, channels per vector)
+
+def kernel_build():
+    """src/mpimamba/models/ssm/kernel_build.py (the variants and flags), loaded alone: the package is not
+    importable while it is being built."""
+    spec = importlib.util.spec_from_file_location("kernel_build", "src/mpimamba/models/ssm/kernel_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def scan_extensions() -> list[Extension]:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return []
-    return [Extension(f"mpimamba.models.ssm._scan_kernels_{name}", [SOURCE], optional=True,
-                      define_macros=[("W", str(width))],
-                      extra_compile_args=["-O3", f"-march={march}", "-ffp-contract=fast", "-Wno-psabi"])
-            for name, (march, width) in VARIANTS.items()]
+    build = kernel_build()
+    return [Extension(f"mpimamba.models.ssm._scan_kernels_{name}", [build.SOURCE], optional=True,
+                      define_macros=[("W", str(width))], extra_compile_args=build.compile_args(march))
+            for name, (march, width) in build.VARIANTS.items()]
 
 
 setup(ext_modules=scan_extensions())

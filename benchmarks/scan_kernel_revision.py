@@ -29,23 +29,21 @@ from pathlib import Path
 
 import torch
 
-from mpimamba.models.ssm import native
+from mpimamba.models.ssm import kernel_build, native
 from mpimamba.threads import configure_threads
 from scan import make_inputs, scan_fn
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = "src/mpimamba/models/ssm/scan_kernels.c"
-MARCH = {"avx512": ("x86-64-v4", 16), "avx2": ("x86-64-v3", 8)}  # as setup.py's VARIANTS
 
 
 def build(source_text: str, variant: str, out: Path) -> native.Library:
     """One version of the kernel source compiled as setup.py does, loaded and typed as native.load does (without
     its ABI-version check: the baseline may predate it)."""
-    march, width = MARCH[variant]
+    march, width = kernel_build.VARIANTS[variant]
     src = out.with_suffix(".c")
     src.write_text(source_text)
-    subprocess.run(["gcc", "-O3", f"-march={march}", f"-DW={width}", "-ffp-contract=fast", "-Wno-psabi",
-                    "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
+    subprocess.run(["gcc", *kernel_build.compile_args(march), f"-DW={width}", "-shared", "-fPIC", "-o", str(out),
+                    str(src)], check=True)
     return native.Library.wrapping(variant, native.declare_signatures(ctypes.CDLL(str(out))))
 
 
@@ -62,11 +60,11 @@ def main() -> None:
     variants = native.runnable_variants()
     if not variants:
         sys.exit("no C scan kernel runs on this machine (x86-64 with AVX2, built by pip install -e .)")
-    baseline = subprocess.run(["git", "show", f"{args.against}:{SOURCE}"], cwd=ROOT, check=True,
+    baseline = subprocess.run(["git", "show", f"{args.against}:{kernel_build.SOURCE}"], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory() as tmp:
         libs = {args.against: build(baseline, variants[0], Path(tmp) / "before.so"),
-                "working tree": build((ROOT / SOURCE).read_text(), variants[0], Path(tmp) / "now.so")}
+                "working tree": build((ROOT / kernel_build.SOURCE).read_text(), variants[0], Path(tmp) / "now.so")}
         in_use = {"lib": None}
         spent = {"forward": 0.0, "backward": 0.0}
 
