@@ -66,3 +66,10 @@ def test_default_pool_leaves_points_out():
     from mpimamba.physics.phantoms import DEFAULT_CATEGORIES
 
     assert set(DEFAULT_CATEGORIES) == set(CATEGORIES) - {"points"}
+
+
+def test_cli_names_the_same_categories():
+    """`mpimamba --help` names the categories itself (it must not import numpy); they must stay the registry's."""
+    from mpimamba.cli import PHANTOM_CATEGORIES
+
+    assert PHANTOM_CATEGORIES == tuple(CATEGORIES)

@@ -19,6 +19,9 @@ from . import __version__
 # models.ssm's backends, named here so that `--help` need not import torch (a test holds the two equal)
 SCAN_BACKENDS = ("auto", "reference", "cpu", "chunked", "cuda")
 
+# physics.phantoms.CATEGORIES by name, for the same reason (a test holds the two equal); "glyphs" needs --font
+PHANTOM_CATEGORIES = ("shape", "resolution", "vessel", "sensitivity", "mouse", "points")
+
 # train.terms.TERMS by name, each with what its `--<name>-weight` weighs, for the same reason (a test holds them equal)
 TERM_HELP = {
     "physics": "the physics-consistency term (the output blurred by each pair's PSF must explain the input up to a "
@@ -87,7 +90,8 @@ def _add_protocol_options(p) -> None:
     g.add_argument("--concentration", type=_number_or_range, metavar="C|LOW:HIGH",
                    help="concentration relative to the one at which --snr holds")
     g.add_argument("--categories", type=category_names, metavar="A,B,...",
-                   help="phantom categories (shape, resolution, vessel, sensitivity, mouse, points, glyphs)")
+                   help=f"phantom categories, from {', '.join(PHANTOM_CATEGORIES)}, glyphs (needs --font); "
+                        "a name given n times is drawn n times as often")
     g.add_argument("--font", type=Path, default=None,
                    help="a TrueType font: adds phantoms of text glyphs in it to the categories")
     g.add_argument("--canvas", type=_canvas_sides, metavar="PX|LOW:HIGH",
