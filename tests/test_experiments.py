@@ -389,9 +389,10 @@ def test_the_polish_stage_can_train_at_a_larger_patch_than_the_smallest_canvas(m
     assert not trained
 
 
-def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result(monkeypatch, tmp_path):
+def test_averaged_weights_are_the_weighted_mean_and_keep_an_existing_result(monkeypatch, tmp_path):
     """average_weights.py: share 0.25 gives 0.75 * first + 0.25 * second tensor by tensor, as a model that
-    loads; a different network, a share outside [0, 1] and an existing result are refused."""
+    loads, and --uniform the mean of three; a different network, a share outside [0, 1] or for three models,
+    and an existing result are refused."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import average_weights
 
@@ -416,6 +417,17 @@ def test_averaged_weights_lie_between_the_two_models_and_keep_an_existing_result
             average_weights.main(argv)
     kept = load_file(str(written))
     assert all(torch.equal(kept[key], avg[key]) for key in avg)  # the existing result was not rewritten
+
+    third = save_model(build("mpi_mamba", "tiny"), tmp_path / "d" / "model")
+    soup = average_weights.main([str(first), str(second), str(third), "--uniform", "--out", str(tmp_path / "soup")])
+    c, mean = load_file(str(third)), load_file(str(soup))
+    for key in a:
+        torch.testing.assert_close(mean[key], (a[key] + b[key] + c[key]) / 3)
+    for argv in ([str(first), str(second), str(third), "--share", "0.5", "--out", str(tmp_path / "y")],  # 2 only
+                 [str(first), "--uniform", "--out", str(tmp_path / "y")],
+                 [str(first), str(second), "--out", str(tmp_path / "y")]):  # neither --share nor --uniform
+        with pytest.raises(SystemExit):
+            average_weights.main(argv)
 
 
 def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch):
