@@ -1,4 +1,4 @@
-"""Average the weights of fine-tunes of one network: (1 - share) * FIRST + share * SECOND, or a uniform average.
+"""Average the weights of fine-tunes of one network: (1 - share) * first + share * second of two, or a uniform mean.
 
     .venv/bin/python experiments/average_weights.py runs/default-model/v8/model.safetensors \
         runs/default-model/mse3/polish6/model.safetensors --share 0.5 --out /tmp/average
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT/model.safetensors")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
-        parser.error("give at least two models to average")
+        parser.error(f"models: give at least two model files to average, got {len(args.models)}")
     if args.share is not None:
         if len(args.models) != 2:
             parser.error(f"--share weighs the second of two models; {len(args.models)} given (use --uniform)")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> Path:
     last.load_state_dict(average_states([model.state_dict() for model in models], shares))
     args.out.mkdir(parents=True, exist_ok=True)
     extra = {key: value for key, value in read_model_config(args.models[-1]).items()
-             if key not in ("method", "preset", "overrides", "mpimamba_version")}
+             if key not in ("method", "preset", "overrides", "mpimamba_version", "averaged_from", "share", "shares")}
     extra.update(averaged_from=[str(path) for path in args.models], shares=shares)
     written = save_model(last, target, extra=extra)
     print(f"wrote {written} (" + " + ".join(f"{share:g} x {path}" for share, path in zip(shares, args.models)) + ")")

@@ -397,7 +397,7 @@ def test_averaged_weights_are_the_weighted_mean_and_keep_an_existing_result(monk
     import average_weights
 
     from mpimamba.models import build
-    from mpimamba.models.checkpoint import load_model, save_model
+    from mpimamba.models.checkpoint import load_model, read_model_config, save_model
 
     torch.manual_seed(0)
     first = save_model(build("mpi_mamba", "tiny"), tmp_path / "a" / "model")
@@ -423,6 +423,8 @@ def test_averaged_weights_are_the_weighted_mean_and_keep_an_existing_result(monk
     c, mean = load_file(str(third)), load_file(str(soup))
     for key in a:
         torch.testing.assert_close(mean[key], (a[key] + b[key] + c[key]) / 3)
+    soup_config = read_model_config(soup)
+    assert soup_config["shares"] == [1 / 3] * 3 and len(soup_config["averaged_from"]) == 3
     for argv in ([str(first), str(second), str(third), "--share", "0.5", "--out", str(tmp_path / "y")],  # 2 only
                  [str(first), "--uniform", "--out", str(tmp_path / "y")],
                  [str(first), str(second), "--out", str(tmp_path / "y")]):  # neither --share nor --uniform
