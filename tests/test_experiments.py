@@ -468,6 +468,46 @@ def test_subpixel_point_chart_moves_the_point_and_measures_its_width(monkeypatch
     assert along_x[0] == pytest.approx(expected, rel=0.015) and along_z[0] == pytest.approx(expected, rel=0.015)
 
 
+def test_paired_interval_of_constructed_differences(monkeypatch):
+    """ship_check.paired_interval: a constant difference has itself as mean and both ends; differences symmetric
+    about 0 within each stratum give mean 0 inside the interval; doubling the differences doubles the interval
+    (same resamples); resampling within strata keeps a stratum's size, so a stratum of constant differences adds
+    a constant."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from ship_check import paired_interval
+
+    strata = np.repeat(["mouse", "vessel"], 8)
+    theirs = np.linspace(0.5, 1.5, 16)
+    assert paired_interval(theirs + 0.25, theirs, strata) == pytest.approx((0.25, 0.25, 0.25))
+    spread = np.tile([-1.0, 1.0], 8) * np.repeat(np.linspace(0.1, 0.8, 8), 2)  # pairs (-a, +a)
+    mean, low, high = paired_interval(theirs + spread, theirs, strata)
+    assert mean == pytest.approx(0.0, abs=1e-12) and low < 0 < high
+    assert paired_interval(theirs + 2 * spread, theirs, strata) == pytest.approx((0.0, 2 * low, 2 * high), abs=1e-12)
+    half = np.where(strata == "mouse", 0.5, spread)  # the mouse half constant: it adds 0.5 * 8/16 to every resample
+    only_vessels = paired_interval(np.where(strata == "vessel", spread, 0.0), np.zeros(16), strata)
+    assert paired_interval(half, np.zeros(16), strata) == pytest.approx(
+        tuple(value + 0.25 for value in only_vessels), abs=1e-12)
+
+
+def test_ship_check_prints_each_paired_difference(monkeypatch):
+    """ship_check.difference_lines: the PSNR gain over all pairs and each category's input-units mass, candidate
+    minus shipped, with their intervals; models scored on different pairs are refused."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from ship_check import INPUT_MASS, Scores, difference_lines
+
+    categories = ("mouse",) * 4 + ("vessel",) * 4
+    base = dict(psnr_gain=0.0, ssim=0.9, masses={}, input_masses={}, point_x_mm=1.0, point_x_on_grid_mm=1.0)
+    shipped = Scores(**base, per_pair={"psnr_gain": np.full(8, 12.0), INPUT_MASS: np.full(8, 0.9)},
+                     categories=categories)
+    candidate = Scores(**base, per_pair={"psnr_gain": np.full(8, 12.5),
+                                         INPUT_MASS: np.array([0.9] * 4 + [0.95] * 4)}, categories=categories)
+    lines = difference_lines(candidate, shipped)
+    assert "PSNR gain, dB: +0.50 [+0.50, +0.50]" in lines[1]
+    assert lines[2].endswith("mouse +0.000 [+0.000, +0.000], vessel +0.050 [+0.050, +0.050]")
+    with pytest.raises(ValueError, match="different pairs"):
+        difference_lines(candidate, dataclasses.replace(shipped, categories=categories[::-1]))
+
+
 def test_ship_rule_passes_only_when_every_clause_holds(monkeypatch):
     """ship_check.clauses: PSNR gain above the shipped model's, SSIM at least 0.85, the worst category's mass in the
     input's units no further from 1 (either side) than the shipped model's worst, the drive-axis point no wider on
